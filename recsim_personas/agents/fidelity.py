@@ -1,0 +1,194 @@
+"""Fidelity evaluation: how closely a rater reproduces the real users' held-out ratings.
+
+For each rater, over the test ratings of a split:
+
+- ``rmse_expected`` / ``mae_expected``: error of the expected rating (the distribution's mean);
+- ``rmse_mode`` / ``mae_mode``: error of the most likely rating (an integer answer, as an LLM would give);
+- ``w1``: 1-Wasserstein distance between the predicted rating histogram (the mean of the predicted
+  distributions) and the real histogram of the test ratings, on the 1..5 scale;
+- ``w1_user``: the same distance computed per user and averaged over users — does the rater reproduce each
+  user's own spread of ratings, not just the population's?
+- ``nll``: mean negative log-likelihood of the real ratings under the predicted distributions.
+
+Reports are written as markdown, JSON and a PNG of the histograms.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsim_personas._io import atomic_path, atomic_write_text, write_json
+from recsim_personas.agents.rater import (
+    RATINGS,
+    Rater,
+    check_distribution,
+    expected_rating,
+    most_likely_rating,
+    rating_histogram,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FidelityRow:
+    """Fidelity figures of one rater (see the module docstring)."""
+
+    rater: str
+    n: int
+    rmse_expected: float
+    mae_expected: float
+    rmse_mode: float
+    mae_mode: float
+    w1: float
+    w1_user: float
+    nll: float
+    predicted_histogram: list[float]
+    seconds: float
+
+
+@dataclass
+class FidelityReport:
+    """Fidelity of several raters on one split."""
+
+    split_id: str | None
+    n_test: int
+    real_histogram: list[float]
+    rows: list[FidelityRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split_id": self.split_id,
+            "n_test": self.n_test,
+            "real_histogram": self.real_histogram,
+            "raters": [asdict(r) for r in self.rows],
+        }
+
+    def to_markdown(self) -> str:
+        head = "| rater | RMSE (mean) | MAE (mean) | RMSE (mode) | MAE (mode) | W1 | W1 per user | NLL |"
+        lines = [head, "|" + "---|" * 8]
+        for r in self.rows:
+            lines.append(
+                f"| {r.rater} | {r.rmse_expected:.4f} | {r.mae_expected:.4f} | {r.rmse_mode:.4f} |"
+                f" {r.mae_mode:.4f} | {r.w1:.4f} | {r.w1_user:.4f} | {r.nll:.4f} |"
+            )
+        real = ", ".join(f"{k + 1}: {p:.3f}" for k, p in enumerate(self.real_histogram))
+        lines += ["", f"{self.n_test} test ratings; real rating shares {real}."]
+        return "\n".join(lines)
+
+    def save(self, out_dir: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:
+        """Write ``fidelity.md``, ``fidelity.json`` and (``plot=True``) ``fidelity.png`` into ``out_dir``."""
+        out = Path(out_dir)
+        paths = {"md": out / "fidelity.md", "json": out / "fidelity.json"}
+        atomic_write_text(paths["md"], "# Rater fidelity\n\n" + self.to_markdown() + "\n")
+        write_json(paths["json"], self.to_dict())
+        if plot:
+            paths["png"] = out / "fidelity.png"
+            self.plot(paths["png"])
+        return paths
+
+    def plot(self, path: str | os.PathLike[str]) -> None:
+        """Bar chart of the real vs each rater's predicted rating histogram."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        n = len(self.rows) + 1
+        width = 0.8 / n
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.bar(RATINGS - 0.4 + width / 2, self.real_histogram, width, label="real (test)", color="black")
+        for k, row in enumerate(self.rows, start=1):
+            ax.bar(RATINGS - 0.4 + width / 2 + k * width, row.predicted_histogram, width, label=row.rater)
+        ax.set_xlabel("rating")
+        ax.set_ylabel("share of ratings")
+        ax.set_xticks(RATINGS)
+        ax.set_title("Predicted vs real rating histogram (test ratings)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+
+
+def w1_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """1-Wasserstein distance between two histograms over the ratings 1..5 (scipy)."""
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(RATINGS, RATINGS, u_weights=p, v_weights=q))
+
+
+def evaluate_rater(rater: Rater, test: pd.DataFrame, *, batch_size: int = 4096) -> FidelityRow:
+    """Score one (already fitted) rater on ``test`` (``user_id``, ``item_id``, ``rating``)."""
+    users = test["user_id"].to_numpy(dtype=np.int64)
+    items = test["item_id"].to_numpy(dtype=np.int64)
+    y = test["rating"].to_numpy(dtype=np.int64)
+    start = time.perf_counter()
+    parts = []
+    for lo in range(0, len(users), batch_size):
+        hi = min(lo + batch_size, len(users))
+        parts.append(check_distribution(rater.predict(users[lo:hi], items[lo:hi]), hi - lo, source=rater.name))
+    dist = np.concatenate(parts) if parts else np.zeros((0, 5))
+    seconds = time.perf_counter() - start
+    e, m = expected_rating(dist), most_likely_rating(dist)
+    pred_hist = dist.mean(axis=0)
+    per_user = []
+    for uid in np.unique(users):
+        sel = users == uid
+        per_user.append(w1_distance(dist[sel].mean(axis=0), rating_histogram(y[sel])))
+    return FidelityRow(
+        rater=rater.name,
+        n=len(y),
+        rmse_expected=float(np.sqrt(np.mean((e - y) ** 2))),
+        mae_expected=float(np.mean(np.abs(e - y))),
+        rmse_mode=float(np.sqrt(np.mean((m - y) ** 2))),
+        mae_mode=float(np.mean(np.abs(m - y))),
+        w1=w1_distance(pred_hist, rating_histogram(y)),
+        w1_user=float(np.mean(per_user)),
+        nll=float(-np.mean(np.log(np.maximum(dist[np.arange(len(y)), y - 1], 1e-12)))),
+        predicted_histogram=[float(x) for x in pred_hist],
+        seconds=seconds,
+    )
+
+
+def evaluate_fidelity(
+    raters: list[Rater],
+    test: pd.DataFrame,
+    *,
+    fit_on: pd.DataFrame | None = None,
+    split_id: str | None = None,
+    progress: bool = False,
+) -> FidelityReport:
+    """Score several raters on the same test ratings.
+
+    Args:
+        raters: raters to score, in report order.
+        test: the held-out ratings (``user_id``, ``item_id``, ``rating``).
+        fit_on: if given, each rater is first fitted on it (``rater.fit(fit_on)``); otherwise the raters
+            must already be fitted.
+        split_id: recorded in the report.
+        progress: show a progress bar over the raters (on stderr).
+    """
+    from tqdm.auto import tqdm
+
+    report = FidelityReport(
+        split_id=split_id,
+        n_test=len(test),
+        real_histogram=[float(x) for x in rating_histogram(test["rating"].to_numpy())],
+    )
+    bar = tqdm(raters, desc="raters", unit="rater", disable=not progress)
+    for rater in bar:
+        bar.set_postfix_str(rater.name)
+        if fit_on is not None:
+            rater.fit(fit_on)
+        report.rows.append(evaluate_rater(rater, test))
+        logger.info("%s: RMSE %.4f", rater.name, report.rows[-1].rmse_expected)
+    return report

@@ -1,0 +1,60 @@
+"""One exception hierarchy for the whole library.
+
+Every error the library raises on bad input derives from :class:`RecsimPersonasError`, so callers can
+catch one type; the CLI turns these into a one-line message and exit code 2 instead of a traceback.
+Messages say what was expected, what was received, where (file and line for data), and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class RecsimPersonasError(Exception):
+    """Base class of every error raised by recsim-personas on bad input or state."""
+
+
+class ConfigError(RecsimPersonasError, ValueError):
+    """A configuration value is invalid (names the field and the bad value)."""
+
+
+class DataNotFoundError(RecsimPersonasError, FileNotFoundError):
+    """A dataset or one of its files could not be found locally or downloaded."""
+
+
+class DataFormatError(RecsimPersonasError, ValueError):
+    """A data file is malformed (names the file, line, field and value)."""
+
+
+class DownloadError(RecsimPersonasError):
+    """A download failed or produced a file that does not match its checksum."""
+
+
+class ArtifactError(RecsimPersonasError):
+    """An artifact (split, report, ...) is missing, incomplete, tampered with, or from other data."""
+
+
+class UnknownUserError(RecsimPersonasError, KeyError):
+    """A user id is not part of the population / split."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RaterOutputError(RecsimPersonasError, ValueError):
+    """A rater returned something that is not a valid batch of rating distributions."""
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """Return a ' Did you mean ...?' hint for ``name`` among ``choices`` (empty if nothing is close)."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
+    """Build the error for an unknown name among ``choices``, suggesting the closest ones."""
+    choices = sorted(choices)
+    return ConfigError(f"unknown {kind} {name!r}.{suggest(name, choices)} Choose one of: {', '.join(choices)}.")
