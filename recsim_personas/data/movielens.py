@@ -74,7 +74,7 @@ def read_delimited(path: str | os.PathLike[str], sep: str, columns: list[str], *
     lines = pd.Series(text.split("\n"))
     lines = lines.str.rstrip("\r")
     numbers = pd.Series(np.arange(1, len(lines) + 1), dtype="int64")
-    keep = lines.str.strip() != ""
+    keep = lines.str.strip(" ") != ""  # a line of only separators is malformed, not blank
     lines, numbers = lines[keep], numbers[keep]
     n_fields = lines.str.count(re.escape(sep)) + 1
     bad = n_fields != len(columns)
@@ -103,6 +103,13 @@ def parse_int(
         raise DataFormatError(
             f"{path}:{frame['_line'][i]}: field {column!r} must be an integer, got {frame[column][i]!r}."
             " Fix: repair or remove this line."
+        )
+    too_big = raw.str.lstrip("+-").str.lstrip("0").str.len() > 18
+    if too_big.any():
+        i = too_big.idxmax()
+        raise DataFormatError(
+            f"{path}:{frame['_line'][i]}: field {column!r} has value {frame[column][i]!r}, too large for a 64-bit"
+            " integer. Fix: repair or remove this line."
         )
     values = raw.astype("int64")
     out_of_range = pd.Series(False, index=values.index)
@@ -276,33 +283,40 @@ def read_movie_text(path: str | os.PathLike[str]) -> pd.DataFrame:
         DataFormatError: a line that is not a JSON object, lacks an integer ``movie_id``, or repeats one.
     """
     path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{str(path)!r} does not exist. Fix: check the movie text path.")
     rows: list[dict] = []
     seen: dict[int, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg}). Fix: repair this line.") from exc
-            if not isinstance(obj, dict) or not isinstance(obj.get("movie_id"), int):
-                raise DataFormatError(
-                    f"{path}:{lineno}: expected an object with an integer 'movie_id', got {line[:80]!r}."
-                )
-            mid = obj["movie_id"]
-            if mid in seen:
-                raise DataFormatError(f"{path}:{lineno}: duplicate movie_id {mid} (also on line {seen[mid]}).")
-            seen[mid] = lineno
-            rows.append(
-                {
-                    "item_id": mid,
-                    "summary": _text_or_none(obj.get("summary")),
-                    "plot": _text_or_none(obj.get("plot")),
-                    "cast": _str_list(obj.get("cast")),
-                    "director": _str_list(obj.get("director")),
-                }
-            )
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}:{line}: not valid UTF-8 ({exc.reason}). Fix: re-save the file as UTF-8."
+        ) from exc
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg}). Fix: repair this line.") from exc
+        mid = obj.get("movie_id") if isinstance(obj, dict) else None
+        if not isinstance(mid, int) or isinstance(mid, bool):
+            raise DataFormatError(f"{path}:{lineno}: expected an object with an integer 'movie_id', got {line[:80]!r}.")
+        if mid in seen:
+            raise DataFormatError(f"{path}:{lineno}: duplicate movie_id {mid} (also on line {seen[mid]}).")
+        seen[mid] = lineno
+        rows.append(
+            {
+                "item_id": mid,
+                "summary": _text_or_none(obj.get("summary")),
+                "plot": _text_or_none(obj.get("plot")),
+                "cast": _str_list(obj.get("cast")),
+                "director": _str_list(obj.get("director")),
+            }
+        )
     return pd.DataFrame(rows, columns=["item_id", *TEXT_FIELDS]).astype({"item_id": "int64"})
 
 

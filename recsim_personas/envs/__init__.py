@@ -1,0 +1,1 @@
+"""The Mesa user population and the Gymnasium environment (planned)."""
