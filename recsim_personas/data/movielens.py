@@ -74,7 +74,7 @@ def read_delimited(path: str | os.PathLike[str], sep: str, columns: list[str], *
     lines = pd.Series(text.split("\n"))
     lines = lines.str.rstrip("\r")
     numbers = pd.Series(np.arange(1, len(lines) + 1), dtype="int64")
-    keep = lines.str.strip(" ") != ""  # a line of only separators is malformed, not blank
+    keep = lines.str.strip() != ""  # whitespace-only lines count as blank
     lines, numbers = lines[keep], numbers[keep]
     n_fields = lines.str.count(re.escape(sep)) + 1
     bad = n_fields != len(columns)
