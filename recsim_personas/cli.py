@@ -140,6 +140,61 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- personas
+def cmd_personas_distill(args: argparse.Namespace) -> int:
+    from recsim_personas.data.protocol import Split
+    from recsim_personas.personas.distill import distill_personas
+
+    split = Split.load(args.split)
+    if args.llm == "stats":
+        from recsim_personas.personas.stats_distiller import StatsDistiller
+
+        distiller = StatsDistiller()
+    else:
+        from recsim_personas.personas.llm_distiller import LLMConfig, LLMDistiller
+
+        distiller = LLMDistiller(
+            LLMConfig(
+                model=args.model,
+                base_url=args.base_url,
+                api_key_env=args.api_key_env,
+                concurrency=args.concurrency,
+                response_format=args.response_format,
+                timeout=args.timeout,
+                max_retries=args.max_retries,
+                price_input_per_mtok=args.price_input,
+                price_output_per_mtok=args.price_output,
+            )
+        )
+    users = None
+    if args.max_users is not None:
+        users = [int(u) for u in split.user_ids[: args.max_users]]
+    pset, created = distill_personas(
+        split, args.out, distiller, user_ids=users, overwrite=args.overwrite, progress=not args.no_progress
+    )
+    m = pset.manifest
+    payload = {
+        "out": str(pset.path),
+        "created": created,
+        "split_id": pset.split_id,
+        "counts": m["counts"],
+        "usage": m["usage"],
+    }
+    usage = m["usage"]
+    tokens = ""
+    if usage.get("prompt_tokens") is not None and args.llm != "stats":
+        tokens = f"; {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens"
+        if "cost" in usage:
+            tokens += f" (cost {usage['cost']:.4f})"
+        tokens += f"; {usage.get('failed_batches', 0)} failed batches"
+    text = (
+        f"{'wrote' if created else 'already up to date:'} {pset.path}: {m['counts']['personas']} personas,"
+        f" {m['counts']['memories']} memories{tokens}"
+    )
+    _emit(args, payload, text)
+    return 0
+
+
 # ----------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -192,6 +247,37 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--raters", default="global,user,item,bias,mf", help="comma-separated: global,user,item,bias,mf")
     ev.add_argument("--out", default=None, help="directory for fidelity.md/.json/.png")
     ev.set_defaults(func=cmd_eval)
+
+    personas = sub.add_parser("personas", help="distill personas (Ms/Ml), cluster them, index memories")
+    p_sub = personas.add_subparsers(dest="personas_command", required=True, metavar="ACTION")
+    dist = p_sub.add_parser(
+        "distill",
+        parents=[common],
+        help="write Ms and Ml for every user of a split (offline, or with an OpenAI-compatible LLM)",
+        description="Distil each user's train ratings into a profile (Ms) and one reason per rating (Ml)."
+        " --llm stats works offline from the data; --llm openai calls any OpenAI-compatible endpoint and is"
+        " resumable: rerun the same command after an interruption.",
+    )
+    dist.add_argument("--split", required=True, help="split directory")
+    dist.add_argument("--out", required=True, help="personas directory to write")
+    dist.add_argument("--llm", choices=["stats", "openai"], default="stats", help="distiller (default: stats)")
+    dist.add_argument("--model", default="gpt-4o", help="model name at the endpoint (default: gpt-4o)")
+    dist.add_argument("--base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
+    dist.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var with the API key")
+    dist.add_argument("--concurrency", type=int, default=4, help="users distilled in parallel (default: 4)")
+    dist.add_argument(
+        "--response-format",
+        choices=["json_object", "json_schema", "none"],
+        default="json_object",
+        help="JSON mode to request (default: json_object)",
+    )
+    dist.add_argument("--timeout", type=float, default=120.0, help="seconds per call before a retry")
+    dist.add_argument("--max-retries", type=int, default=5, help="retries on 429/5xx/timeouts")
+    dist.add_argument("--price-input", type=float, default=None, help="price per million prompt tokens")
+    dist.add_argument("--price-output", type=float, default=None, help="price per million completion tokens")
+    dist.add_argument("--max-users", type=int, default=None, help="only the first N users (trials)")
+    dist.add_argument("--overwrite", action="store_true", help="replace personas of another split/config in --out")
+    dist.set_defaults(func=cmd_personas_distill)
     return parser
 
 
