@@ -195,6 +195,84 @@ def cmd_personas_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embedder_from(args: argparse.Namespace):
+    from recsim_personas.personas.embedders import make_embedder
+
+    return make_embedder(
+        args.embedder,
+        model=args.embed_model,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        cache=False if args.no_embed_cache else args.embed_cache,
+        progress=not args.no_progress,
+    )
+
+
+def cmd_personas_cluster(args: argparse.Namespace) -> int:
+    from recsim_personas.personas.clustering import ClusterConfig, cluster_personas, save_clusters
+    from recsim_personas.personas.store import load_persona_set
+
+    pset = load_persona_set(args.personas)
+    k = None if args.k == "auto" else _positive_int(args.k, "--k")
+    result = cluster_personas(pset, _embedder_from(args), ClusterConfig(k=k, k_max=args.k_max, seed=args.seed))
+    paths = save_clusters(result, pset.path / "clusters")
+    payload = {
+        "k": result.k,
+        "chosen_by": result.chosen_by,
+        "sizes": result.sizes,
+        "ks": result.ks,
+        "inertias": result.inertias,
+        "silhouettes": result.silhouettes,
+        "files": {k: str(v) for k, v in paths.items()},
+    }
+    _emit(args, payload, result.to_markdown() + "\n\nreport: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_personas_index(args: argparse.Namespace) -> int:
+    import time
+
+    from recsim_personas._io import sha256_file
+    from recsim_personas.data.protocol import Split
+    from recsim_personas.personas.memory import MemoryIndex
+    from recsim_personas.personas.store import load_persona_set
+
+    split = Split.load(args.split)
+    pset = load_persona_set(args.personas, split_id=split.split_id)
+    start = time.perf_counter()
+    index = MemoryIndex.build(pset, split.catalog(), _embedder_from(args))
+    out = pset.path / "memory"
+    index.save(out, personas_manifest=sha256_file(pset.path / "manifest.json"))
+    seconds = time.perf_counter() - start
+    payload = {
+        "out": str(out),
+        "memories": len(index.memories),
+        "items": len(index.item_ids),
+        "dim": index.dim,
+        "embedder": index.embedder_id,
+        "seconds": seconds,
+    }
+    _emit(
+        args,
+        payload,
+        f"indexed {len(index.memories)} memories and {len(index.item_ids)} item descriptions"
+        f" ({index.embedder_id}, d={index.dim}) in {seconds:.1f}s -> {out}",
+    )
+    return 0
+
+
+def _positive_int(value: str, flag: str) -> int:
+    from recsim_personas.errors import ConfigError
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"{flag} must be 'auto' or a positive integer, got {value!r}.") from None
+    if n < 1:
+        raise ConfigError(f"{flag} must be 'auto' or a positive integer, got {value!r}.")
+    return n
+
+
 # ----------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -278,6 +356,32 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--max-users", type=int, default=None, help="only the first N users (trials)")
     dist.add_argument("--overwrite", action="store_true", help="replace personas of another split/config in --out")
     dist.set_defaults(func=cmd_personas_distill)
+
+    embed = argparse.ArgumentParser(add_help=False)
+    embed.add_argument("--embedder", choices=["local", "openai"], default="local", help="local MiniLM or an endpoint")
+    embed.add_argument("--embed-model", default=None, help="embedding model (openai: default text-embedding-3-small)")
+    embed.add_argument("--base-url", default=None, help="embedding endpoint for --embedder openai")
+    embed.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var with the API key")
+    embed.add_argument("--embed-cache", default=None, help="SQLite embedding cache (default: user cache dir)")
+    embed.add_argument("--no-embed-cache", action="store_true", help="do not cache embeddings")
+
+    clu = p_sub.add_parser(
+        "cluster",
+        parents=[common, embed],
+        help="embed the Ms texts and cluster users into personas (KMeans++, K by the elbow method)",
+    )
+    clu.add_argument("--personas", required=True, help="personas directory (from `personas distill`)")
+    clu.add_argument("--k", default="auto", help="number of clusters, or 'auto' for the elbow rule (default)")
+    clu.add_argument("--k-max", type=int, default=10, help="largest K tried by the elbow rule (default: 10)")
+    clu.add_argument("--seed", type=int, default=0, help="KMeans seed")
+    clu.set_defaults(func=cmd_personas_cluster)
+
+    idx = p_sub.add_parser(
+        "index", parents=[common, embed], help="build the FAISS memory index (Ml + item descriptions)"
+    )
+    idx.add_argument("--personas", required=True, help="personas directory")
+    idx.add_argument("--split", required=True, help="the split the personas were made from (for item descriptions)")
+    idx.set_defaults(func=cmd_personas_index)
     return parser
 
 

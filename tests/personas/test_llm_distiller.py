@@ -105,7 +105,9 @@ def test_invalid_answers_get_one_repair_then_fail_the_batch(split, tmp_path):
         assert server.chat_requests == n_batches(split) + 3
     check_complete(pset, split)
     failed = {uid: p.provenance["failed_batches"] for uid, p in pset.personas.items() if p.provenance["failed_batches"]}
-    assert len(failed) == 1 and list(failed.values())[0] == [list(failed.values())[0][0]]
+    assert len(failed) == 1
+    (failed_batches,) = failed.values()
+    assert len(failed_batches) == 1  # one batch of one user failed; the run went on
     fallback = pset.memories[pset.memories["source"] == "stats-fallback"]
     assert 1 <= len(fallback) <= 10 and set(fallback["user_id"]) == set(failed)
     assert pset.manifest["usage"]["failed_batches"] == 1
@@ -115,9 +117,8 @@ def test_invalid_answers_get_one_repair_then_fail_the_batch(split, tmp_path):
 def test_endpoint_problems_are_clear(split, tmp_path):
     with pytest.raises(LLMEndpointError, match="cannot reach"):
         distill_personas(split, tmp_path / "down", distiller("http://127.0.0.1:9/v1", max_retries=0, timeout=1.0))
-    with FakeOpenAI() as server:
-        with pytest.raises(LLMEndpointError, match="does not know model 'gpt-nope'"):
-            distill_personas(split, tmp_path / "m", distiller(server.url, model="gpt-nope"))
+    with FakeOpenAI() as server, pytest.raises(LLMEndpointError, match="does not know model 'gpt-nope'"):
+        distill_personas(split, tmp_path / "m", distiller(server.url, model="gpt-nope"))
     with FakeOpenAI(api_key="right") as server, pytest.raises(LLMEndpointError, match="refused the API key"):
         os.environ["RSP_TEST_KEY"] = "wrong"
         try:
@@ -134,9 +135,8 @@ def test_endpoint_problems_are_clear(split, tmp_path):
 def test_resume_after_an_endpoint_outage(split, tmp_path):
     out = tmp_path / "p"
     total = n_batches(split)
-    with FakeOpenAI(["ok"] * 3 + ["500"] * 50) as server:
-        with pytest.raises(LLMEndpointError, match="HTTP 500"):
-            distill_personas(split, out, distiller(server.url, concurrency=1, max_retries=1))
+    with FakeOpenAI(["ok"] * 3 + ["500"] * 50) as server, pytest.raises(LLMEndpointError, match="HTTP 500"):
+        distill_personas(split, out, distiller(server.url, concurrency=1, max_retries=1))
     with pytest.raises(ArtifactError, match="not a finished persona set"):
         load_persona_set(out)
     done = len((out / JOURNAL).read_text().splitlines()) - 1
@@ -219,7 +219,7 @@ def test_parse_answer_rules():
         parse_answer(json.dumps({**good, "memories": good["memories"][:1]}), [1, 2], 100)
     with pytest.raises(InvalidAnswer, match="repeated \\[1\\]"):
         parse_answer(json.dumps({**good, "memories": [good["memories"][0]] * 2 + good["memories"][1:]}), [1, 2], 100)
-    with pytest.raises(InvalidAnswer, match="profile.diversity"):
+    with pytest.raises(InvalidAnswer, match=r"profile\.diversity"):
         parse_answer(json.dumps({**good, "profile": {**good["profile"], "diversity": ""}}), [1, 2], 100)
     with pytest.raises(InvalidAnswer, match="limit is 3"):
         parse_answer(json.dumps(good), [1, 2], 3)
