@@ -19,12 +19,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The demo: the paper's protocol split of ML-100K, then the classical raters' fidelity table.
+# The demo: the paper's protocol split of ML-100K, the classical raters' fidelity table, then offline
+# persona distillation, persona clustering (elbow plot) and the FAISS memory index.
 # Data comes from $$RECSIM_PERSONAS_DATA_DIR when set, else the user cache, else a GroupLens download.
 demo: $(STAMP)
 	$(BIN)/recsim-personas data prepare --dataset ml-100k --out $(DEMO_DIR)/split --users 200 --seed 0
 	$(BIN)/recsim-personas data info $(DEMO_DIR)/split
 	$(BIN)/recsim-personas eval --split $(DEMO_DIR)/split --raters global,user,item,bias,mf --out $(DEMO_DIR)/fidelity
+	$(BIN)/recsim-personas personas distill --split $(DEMO_DIR)/split --out $(DEMO_DIR)/personas
+	$(BIN)/recsim-personas personas cluster --personas $(DEMO_DIR)/personas
+	$(BIN)/recsim-personas personas index --personas $(DEMO_DIR)/personas --split $(DEMO_DIR)/split
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -11,6 +11,18 @@ import pytest
 from recsim_personas.data.movielens import ML100K_GENRES
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_caches(tmp_path_factory: pytest.TempPathFactory):
+    """Keep the tests' embedding cache out of the user's cache directory."""
+    old = os.environ.get("RECSIM_PERSONAS_EMBED_CACHE")
+    os.environ["RECSIM_PERSONAS_EMBED_CACHE"] = str(tmp_path_factory.mktemp("cache") / "embeddings.sqlite")
+    yield
+    if old is None:
+        os.environ.pop("RECSIM_PERSONAS_EMBED_CACHE", None)
+    else:
+        os.environ["RECSIM_PERSONAS_EMBED_CACHE"] = old
+
+
 def _require_data() -> bool:
     return os.environ.get("RECSIM_PERSONAS_REQUIRE_DATA") == "1" or os.environ.get("CI") == "true"
 

@@ -161,3 +161,16 @@ def test_memory_index_roundtrip_and_add(pset, tmp_path):
     assert new_item in found
     assert new_item not in {h.item_id for h in index.retrieve(uid, new_item, k=1000)}
     assert isinstance(pd.DataFrame(index.memories), pd.DataFrame)
+
+
+def test_local_minilm_embedder_is_offline_normalised_and_semantic(tmp_path):
+    from recsim_personas.personas.embedders import make_embedder
+
+    emb = make_embedder("local", cache=tmp_path / "c.sqlite")
+    v = emb.embed(
+        ["A thrilling space adventure with aliens.", "An alien invasion in outer space.", "A quiet romantic drama."]
+    )
+    assert v.shape == (3, 384) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.1
+    assert emb.model_id == "local:all-MiniLM-L6-v2"
