@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The demo: the paper's protocol split of ML-100K, the classical raters' fidelity table, then offline
-# persona distillation, persona clustering (elbow plot) and the FAISS memory index.
+# persona distillation, persona clustering (elbow plot), the FAISS memory index and 30 simulated days.
 # Data comes from $$RECSIM_PERSONAS_DATA_DIR when set, else the user cache, else a GroupLens download.
 demo: $(STAMP)
 	$(BIN)/recsim-personas data prepare --dataset ml-100k --out $(DEMO_DIR)/split --users 200 --seed 0
@@ -33,6 +33,7 @@ demo: $(STAMP)
 	$(BIN)/recsim-personas personas distill --split $(DEMO_DIR)/split --out $(DEMO_DIR)/personas
 	$(BIN)/recsim-personas personas cluster --personas $(DEMO_DIR)/personas
 	$(BIN)/recsim-personas personas index --personas $(DEMO_DIR)/personas --split $(DEMO_DIR)/split
+	$(BIN)/recsim-personas simulate --split $(DEMO_DIR)/split --days 30 --policy random --seed 0
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

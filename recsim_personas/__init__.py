@@ -1,15 +1,30 @@
 """recsim-personas: simulated MovieLens users as small-language-model persona agents.
 
-Importing the package is cheap: it pulls in no numerical or deep-learning library. Stages live in
-subpackages that import their heavy dependencies themselves:
+Importing the package is cheap: besides Gymnasium (to register the environment ids, with *string* entry
+points, so the environment modules load only when an environment is made) it pulls in no numerical or
+deep-learning library beyond numpy. Stages live in subpackages that import their heavy dependencies
+themselves:
 
 - :mod:`recsim_personas.data` — MovieLens loading/downloading, item catalog, the paper's protocol split.
 - :mod:`recsim_personas.agents` — the :class:`~recsim_personas.agents.rater.Rater` contract, classical
   raters and the fidelity evaluation.
-- :mod:`recsim_personas.personas`, :mod:`recsim_personas.envs`, :mod:`recsim_personas.recommenders` —
-  persona distillation, the simulation environment and recommender policies.
+- :mod:`recsim_personas.envs` — the Mesa population and the Gymnasium environments
+  (``gymnasium.make("recsim_personas/MovieLens-v0", split=DIR)``, ``gymnasium.make_vec(...)``).
+- :mod:`recsim_personas.personas`, :mod:`recsim_personas.recommenders` — persona distillation and
+  recommender policies.
 """
+
+import gymnasium
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+ENV_IDS = ("recsim_personas/MovieLens-v0",)
+
+if ENV_IDS[0] not in gymnasium.registry:
+    gymnasium.register(
+        id=ENV_IDS[0],
+        entry_point="recsim_personas.envs.movielens_env:MovieLensEnv",
+        vector_entry_point="recsim_personas.envs.vector:MovieLensVectorEnv",
+    )
+
+__all__ = ["ENV_IDS", "__version__"]

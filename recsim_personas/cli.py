@@ -382,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     idx.add_argument("--personas", required=True, help="personas directory")
     idx.add_argument("--split", required=True, help="the split the personas were made from (for item descriptions)")
     idx.set_defaults(func=cmd_personas_index)
+
+    from recsim_personas.envs._cli import register_simulate
+
+    register_simulate(sub, common)
     return parser
 
 

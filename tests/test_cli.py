@@ -124,10 +124,10 @@ def test_help_is_fast_and_light():
     code = (
         "import sys, time; t = time.perf_counter();"
         "from recsim_personas.cli import build_parser; build_parser().format_help();"
-        "heavy = [m for m in ('torch', 'transformers', 'pandas', 'numpy', 'scipy') if m in sys.modules];"
+        "heavy = [m for m in ('torch', 'transformers', 'pandas', 'scipy', 'mesa') if m in sys.modules];"
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     res = subprocess.run([sys.executable, "-m", "recsim_personas", "--help"], capture_output=True, text=True)
-    assert res.returncode == 0 and "data" in res.stdout and "eval" in res.stdout
+    assert res.returncode == 0 and "data" in res.stdout and "eval" in res.stdout and "simulate" in res.stdout

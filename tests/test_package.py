@@ -11,9 +11,18 @@ def _modules_after(statement: str) -> set[str]:
 
 
 def test_import_recsim_personas_is_light():
+    # Gymnasium (and so numpy) is imported to register the environment ids; nothing heavier.
     mods = _modules_after("import recsim_personas")
     assert "torch" not in mods and "transformers" not in mods
-    assert "pandas" not in mods and "numpy" not in mods
+    assert "pandas" not in mods and "mesa" not in mods
+    assert "recsim_personas.envs.movielens_env" not in mods  # string entry points: loaded on make only
+
+
+def test_import_registers_the_environments():
+    mods = _modules_after(
+        "import recsim_personas, gymnasium; assert 'recsim_personas/MovieLens-v0' in gymnasium.registry"
+    )
+    assert "gymnasium" in mods
 
 
 def test_data_and_agents_do_not_import_torch():

@@ -1,0 +1,147 @@
+"""The ``recsim-personas simulate`` subcommand: run the population for some days under a policy.
+
+Wired into :mod:`recsim_personas.cli` with :func:`register_simulate`. Only ``argparse`` is imported at
+module level, so registering the subcommand keeps ``recsim-personas --help`` fast; the handler imports
+the simulation when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+RATER_HELP = "bias (default) or another classical rater (global, user, item, mf); agents:DIR is not available yet"
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def register_simulate(
+    subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    """Add the ``simulate`` subcommand to ``subparsers`` (``common_parent`` brings --json, -v, --no-progress)."""
+    p = subparsers.add_parser(
+        "simulate",
+        parents=[common_parent],
+        help="simulate days of the user population under a recommender policy",
+        description="Build the simulated population of a split (traits, train histories, a rater fitted on the"
+        " split's history), then simulate --days days: each day users start sessions (more often when active,"
+        " less after unsatisfying sessions) and the policy serves them page by page until they leave. Prints"
+        " the per-day metrics (sessions, pages, items shown and watched, mean rating, likes, early exits,"
+        " users who stopped returning) and their totals.",
+    )
+    p.add_argument("--split", required=True, help="split directory (from `data prepare`)")
+    p.add_argument("--rater", default="bias", help=RATER_HELP)
+    p.add_argument("--policy", default="random", help="random or pop (most popular unseen items); default random")
+    p.add_argument("--days", type=_positive_int, default=30, help="days to simulate (default: 30)")
+    p.add_argument("--seed", type=int, default=0, help="root seed of the run (default: 0)")
+    p.add_argument("--slate-size", type=_positive_int, default=10, help="items per page (default: 10)")
+    p.set_defaults(func=cmd_simulate)
+    return p
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run the simulation and print the DataCollector summary (JSON with ``--json``)."""
+    import time
+
+    import numpy as np
+
+    from recsim_personas.cli import _emit
+    from recsim_personas.envs.factory import AGENTS_PREFIX, load_split, make_world
+    from recsim_personas.envs.model import Population
+    from recsim_personas.envs.session import SessionConfig
+    from recsim_personas.errors import ConfigError, unknown_choice
+    from recsim_personas.recommenders.policies import POLICIES, make_policy
+
+    if args.policy not in POLICIES:
+        raise unknown_choice("policy", args.policy, POLICIES)
+    if args.rater.startswith(AGENTS_PREFIX):
+        raise ConfigError("persona agents are not available yet; use --rater bias")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, got {args.seed!r}.")
+    split = load_split(args.split)
+    world = make_world(split, args.rater)
+    if args.slate_size > world.n_items:
+        raise ConfigError(f"--slate-size {args.slate_size} exceeds the split's {world.n_items} items.")
+    config = SessionConfig()
+    population_seed, policy_seed = np.random.SeedSequence(args.seed).spawn(2)
+    population = Population(world, config, rng=np.random.default_rng(population_seed))
+    policy = make_policy(
+        args.policy,
+        n_items=world.n_items,
+        slate_size=args.slate_size,
+        popularity=world.item_popularity,
+        seed=policy_seed,
+    )
+    t0 = time.perf_counter()
+    summary = population.run_days(args.days, policy, progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    payload: dict[str, Any] = {
+        "split": str(split.path) if split.path is not None else None,
+        "split_id": world.split_id,
+        "users": world.n_users,
+        "items": world.n_items,
+        "rater": world.rater_name,
+        "policy": policy.name,
+        "days": args.days,
+        "seed": args.seed,
+        "slate_size": args.slate_size,
+        "session_config": config.to_dict(),
+        "seconds": seconds,
+        "per_day": summary["days"],
+        "totals": summary["totals"],
+    }
+    _emit(args, payload, _render(payload))
+    return 0
+
+
+COLUMNS = (
+    ("day", "day"),
+    ("sessions", "sessions"),
+    ("pages", "pages"),
+    ("items_shown", "shown"),
+    ("items_watched", "watched"),
+    ("mean_rating", "mean rating"),
+    ("likes", "likes"),
+    ("early_exits", "early exits"),
+    ("page_limit", "page limit"),
+    ("unsatisfied", "unsatisfied"),
+    ("churned_users", "stopped returning"),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _render(p: dict[str, Any]) -> str:
+    split_id = (p["split_id"] or "")[:12]
+    lines = [
+        f"simulated {p['days']} days of {p['users']} users (split {split_id}, rater {p['rater']}, policy"
+        f" {p['policy']}, seed {p['seed']}, slate {p['slate_size']}) in {p['seconds']:.1f} s",
+        "",
+        "| " + " | ".join(label for _, label in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for row in p["per_day"]:
+        lines.append("| " + " | ".join(_cell(row[key]) for key, _ in COLUMNS) + " |")
+    t = p["totals"]
+    total = {**t, "day": "total"}
+    lines.append("| " + " | ".join(_cell(total[key]) for key, _ in COLUMNS) + " |")
+    lines += [
+        "",
+        f"watch rate {_cell(t['watch_rate'])}, pages per session {_cell(t['pages_per_session'])},"
+        f" {t['churned_users']} of {p['users']} users stopped returning",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""Fixtures and helpers shared by the simulation tests (imported by the ``test_sim_*`` modules).
+
+Test modules import the fixture functions (``tiny_split_dir_fixture``, ``tiny_world_fixture``) and request
+them by their fixture names, ``tiny_split_dir`` and ``tiny_world``.
+
+The tiny split is built once per session from the same synthetic ML-100K-format data as the root
+``tiny_dataset_dir`` fixture (30 users with 5..40 ratings over 60 items); 20 users are sampled, so the
+other 10 form the background.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import synthetic_ratings, write_ml100k
+
+from recsim_personas.data import ProtocolConfig, prepare_split
+from recsim_personas.envs import SessionConfig, World, make_world
+from recsim_personas.recommenders import RandomPolicy
+
+TINY_CONFIG = ProtocolConfig(n_users=20, min_ratings=5, max_ratings=40, seed=0)
+
+
+@pytest.fixture(scope="session", name="tiny_split_dir")
+def tiny_split_dir_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("simdata")
+    per_user = [5 + (u * 7) % 36 for u in range(30)]
+    write_ml100k(root, synthetic_ratings(30, 60, per_user), n_items=60, n_users=30)
+    split, _ = prepare_split(TINY_CONFIG, root / "split", data_dir=root, download=False)
+    return split.path
+
+
+@pytest.fixture(scope="session", name="tiny_world")
+def tiny_world_fixture(tiny_split_dir: Path) -> World:
+    return make_world(tiny_split_dir)
+
+
+class CountingRater:
+    """Wraps a rater and records every predict call (its batch size)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.calls = inner, "counting", []
+
+    def predict(self, users, items):
+        self.calls.append(len(users))
+        return self.inner.predict(users, items)
+
+
+class ObservingRater(CountingRater):
+    """A counting rater with the optional ``observe`` hook."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.observed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def observe(self, user_ids, item_ids, ratings) -> None:
+        self.observed.append((np.asarray(user_ids), np.asarray(item_ids), np.asarray(ratings)))
+
+
+class BrokenRater:
+    """Returns malformed distributions of a chosen kind."""
+
+    name = "broken"
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def predict(self, users, items):
+        n = len(users)
+        if self.kind == "shape":
+            return np.full((n, 4), 0.25)
+        if self.kind == "sum":
+            return np.full((n, 5), 0.3)
+        if self.kind == "nan":
+            out = np.full((n, 5), 0.2)
+            out[0, 0] = np.nan
+            return out
+        if self.kind == "rows":
+            return np.full((n + 1, 5), 0.2)
+        raise AssertionError(self.kind)
+
+
+def with_rater(world: World, rater) -> World:
+    return dataclasses.replace(world, rater=rater)
+
+
+# Coefficients that make the behaviour deterministic where a test needs it.
+WATCH_ALL = {"watch_threshold": 1.0, "watch_slope": 60.0, "conformity_weight": 0.0, "taste_penalty": 0.0}
+NEVER_EXIT = {"continue_bias": 40.0, "fatigue": 0.0}
+ALWAYS_EXIT = {"continue_bias": -40.0, "satisfaction_weight": 0.0, "activity_weight": 0.0}
+
+
+def config(**overrides) -> SessionConfig:
+    return SessionConfig(**overrides)
+
+
+def rollout(env, seed: int, n_steps: int, policy_seed: int = 0) -> list:
+    """(obs, reward, terminated, truncated, info) of ``n_steps`` steps across sessions, with a random policy."""
+    policy = RandomPolicy(len(env.unwrapped.item_ids), env.unwrapped.slate_size, seed=policy_seed)
+    obs, info = env.reset(seed=seed)
+    out = [(obs, info)]
+    for _ in range(n_steps):
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+        out.append((obs, reward, terminated, truncated, info))
+        if terminated or truncated:
+            obs, info = env.reset()
+            out.append((obs, info))
+    return out
