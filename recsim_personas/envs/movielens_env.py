@@ -90,8 +90,12 @@ def make_observation_space(n_users: int, n_items: int, history_len: int) -> spac
     )
 
 
-def check_env_args(world: World, slate_size: Any, history_len: Any, reward_mode: Any, render_mode: Any) -> None:
+def check_env_args(
+    world: World, session_config: Any, slate_size: Any, history_len: Any, reward_mode: Any, render_mode: Any
+) -> None:
     """Validate the environment arguments shared by the single and the vector environment."""
+    if session_config is not None and not isinstance(session_config, SessionConfig):
+        raise ConfigError(f"session_config must be a SessionConfig, got {type(session_config).__name__}.")
     for name, value in (("slate_size", slate_size), ("history_len", history_len)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
@@ -223,9 +227,7 @@ class MovieLensEnv(gym.Env[dict[str, Any], np.ndarray]):
         render_mode: str | None = None,
     ) -> None:
         self.world = as_world(split, rater, world)
-        if session_config is not None and not isinstance(session_config, SessionConfig):
-            raise ConfigError(f"session_config must be a SessionConfig, got {type(session_config).__name__}.")
-        check_env_args(self.world, slate_size, history_len, reward, render_mode)
+        check_env_args(self.world, session_config, slate_size, history_len, reward, render_mode)
         self.config = session_config or SessionConfig()
         self.slate_size, self.history_len, self.reward_mode = int(slate_size), int(history_len), reward
         self.render_mode = render_mode

@@ -78,9 +78,7 @@ class MovieLensVectorEnv(VectorEnv):
         render_mode: str | None = None,
     ) -> None:
         self.world = as_world(split, rater, world)
-        if session_config is not None and not isinstance(session_config, SessionConfig):
-            raise ConfigError(f"session_config must be a SessionConfig, got {type(session_config).__name__}.")
-        check_env_args(self.world, slate_size, history_len, reward, render_mode)
+        check_env_args(self.world, session_config, slate_size, history_len, reward, render_mode)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}.")
         if num_envs > self.world.n_users:
