@@ -130,14 +130,20 @@ def evaluate_rater(rater: Rater, test: pd.DataFrame, *, batch_size: int = 4096) 
     """Score one (already fitted) rater on ``test`` (``user_id``, ``item_id``, ``rating``)."""
     users = test["user_id"].to_numpy(dtype=np.int64)
     items = test["item_id"].to_numpy(dtype=np.int64)
-    y = test["rating"].to_numpy(dtype=np.int64)
     start = time.perf_counter()
     parts = []
     for lo in range(0, len(users), batch_size):
         hi = min(lo + batch_size, len(users))
         parts.append(check_distribution(rater.predict(users[lo:hi], items[lo:hi]), hi - lo, source=rater.name))
     dist = np.concatenate(parts) if parts else np.zeros((0, 5))
-    seconds = time.perf_counter() - start
+    return score_distributions(rater.name, dist, test, time.perf_counter() - start)
+
+
+def score_distributions(name: str, dist: np.ndarray, test: pd.DataFrame, seconds: float = 0.0) -> FidelityRow:
+    """Fidelity figures of predicted distributions ``dist`` (len(test), 5) against ``test``'s ratings."""
+    users = test["user_id"].to_numpy(dtype=np.int64)
+    y = test["rating"].to_numpy(dtype=np.int64)
+    dist = check_distribution(dist, len(y), source=name)
     e, m = expected_rating(dist), most_likely_rating(dist)
     pred_hist = dist.mean(axis=0)
     per_user = []
@@ -145,7 +151,7 @@ def evaluate_rater(rater: Rater, test: pd.DataFrame, *, batch_size: int = 4096) 
         sel = users == uid
         per_user.append(w1_distance(dist[sel].mean(axis=0), rating_histogram(y[sel])))
     return FidelityRow(
-        rater=rater.name,
+        rater=name,
         n=len(y),
         rmse_expected=float(np.sqrt(np.mean((e - y) ** 2))),
         mae_expected=float(np.mean(np.abs(e - y))),

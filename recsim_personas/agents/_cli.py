@@ -1,0 +1,263 @@
+"""The ``recsim-personas agents`` subcommands: ``train`` persona-LoRA adapters, ``eval`` their fidelity.
+
+Wired into :mod:`recsim_personas.cli` with :func:`register_agents`. Only ``argparse`` is imported at module
+level, so ``recsim-personas --help`` does not import torch; the handlers import what they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def _nonneg_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return n
+
+
+def _pos_int(value: str) -> int:
+    n = _nonneg_int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def register_agents(
+    subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    """Add ``agents train`` and ``agents eval`` to ``subparsers`` (``common_parent``: --json, -v, --no-progress)."""
+    agents = subparsers.add_parser("agents", help="train persona-LoRA SLM agents and evaluate their fidelity")
+    sub = agents.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
+
+    world = argparse.ArgumentParser(add_help=False)
+    world.add_argument("--split", required=True, help="split directory (from `data prepare`)")
+    world.add_argument(
+        "--personas", required=True, help="personas directory with clusters/ and memory/ (from `personas ...`)"
+    )
+    world.add_argument("--threads", type=_pos_int, default=None, help="torch CPU threads (default: torch's choice)")
+
+    tr = sub.add_parser(
+        "train",
+        parents=[common_parent, world],
+        help="train one LoRA adapter per persona cluster (or one for all users) on RAFT data",
+        description="Fine-tune LoRA adapters of a small model on the split's train ratings (RAFT: the user's Ms,"
+        " the --memories most similar other train memories, the movie -> the real rating). Early stopping on the"
+        " latest 10%% of each user's train ratings. Resumable: rerun the same command after an interruption.",
+    )
+    tr.add_argument("--backbone", choices=["encoder", "causal"], default="encoder", help="default: encoder (MiniLM)")
+    tr.add_argument("--model", default=None, help="model id or directory (default: minilm / smollm2, offline)")
+    tr.add_argument("--variant", choices=["persona", "single"], default="persona", help="default: persona")
+    tr.add_argument("--memories", type=_nonneg_int, default=1, help="retrieved memories per prompt (default: 1)")
+    tr.add_argument("--anchor", choices=["bias", "none"], default="bias", help="prior anchoring (default: bias)")
+    tr.add_argument("--max-train", type=_pos_int, default=None, help="at most N training examples (default: all)")
+    tr.add_argument("--max-valid", type=_pos_int, default=1000, help="at most N validation examples (default: 1000)")
+    tr.add_argument("--rank", type=_pos_int, default=None, help="LoRA rank (default: 256 causal, 16 encoder)")
+    tr.add_argument("--alpha", type=_pos_int, default=None, help="LoRA alpha (default: 32)")
+    tr.add_argument("--epochs", type=_pos_int, default=1, help="epochs at most (default: 1)")
+    tr.add_argument("--patience", type=_pos_int, default=1, help="epochs without improvement before stopping")
+    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: 2e-4 causal, 1e-3 encoder)")
+    tr.add_argument("--batch-size", type=_pos_int, default=16, help="examples per step (default: 16)")
+    tr.add_argument("--max-length", type=_pos_int, default=None, help="prompt token budget (default: 512 / 256)")
+    tr.add_argument("--seed", type=_nonneg_int, default=0, help="root seed (default: 0)")
+    tr.add_argument("--out", default=None, help="artifact directory (default: PERSONAS/agents/<backbone>-<variant>-…)")
+    tr.add_argument("--overwrite", action="store_true", help="replace an artifact of another configuration in --out")
+    tr.set_defaults(func=cmd_agents_train)
+
+    ev = sub.add_parser(
+        "eval",
+        parents=[common_parent, world],
+        help="score trained agents (and the prompt-only SLM) beside classical raters on the test ratings",
+        description="Score each --agents directory (as trained, and with --memories K also with K memories), the"
+        " prompt-only causal SLM (--prompt-only) and classical raters on the same test ratings: RMSE, MAE, URR,"
+        " rating-histogram distances, overall and per persona cluster.",
+    )
+    ev.add_argument("--agents", nargs="*", default=[], help="trained agent directories (from `agents train`)")
+    ev.add_argument("--memories", type=_nonneg_int, default=None, help="also score each agent with K memories (e.g. 0)")
+    ev.add_argument("--prompt-only", action="store_true", help="also score the base causal LM without adapters")
+    ev.add_argument("--model", default=None, help="causal model of --prompt-only (default: smollm2)")
+    ev.add_argument(
+        "--anchor", choices=["bias", "none"], default="none", help="anchoring of --prompt-only (default: none)"
+    )
+    ev.add_argument("--urr-sample", type=_nonneg_int, default=100, help="free-generation answers for the URR")
+    ev.add_argument("--raters", default="bias,mf", help="classical raters beside the agents (default: bias,mf)")
+    ev.add_argument("--max-test", type=_pos_int, default=None, help="score a seeded sample of N test ratings")
+    ev.add_argument("--batch-size", type=_pos_int, default=32, help="prompts per forward pass (default: 32)")
+    ev.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the test sample (default: 0)")
+    ev.add_argument("--out", default=None, help="directory for agents_fidelity.md/.json/.png")
+    ev.set_defaults(func=cmd_agents_eval)
+    return agents
+
+
+def load_world(split_dir: str, personas_dir: str, *, need_clusters: bool = True, need_index: bool = True) -> Any:
+    """(split, persona set, clusters or None, memory index or None), each checked against the others."""
+    from recsim_personas._io import sha256_file
+    from recsim_personas.data.protocol import Split
+    from recsim_personas.personas.clustering import load_clusters
+    from recsim_personas.personas.memory import MemoryIndex
+    from recsim_personas.personas.store import load_persona_set
+
+    split = Split.load(split_dir)
+    pset = load_persona_set(personas_dir, split_id=split.split_id)
+    clusters = load_clusters(pset.path / "clusters", pset) if need_clusters else None
+    index = None
+    if need_index:
+        index = MemoryIndex.load(pset.path / "memory", personas_manifest=sha256_file(pset.path / "manifest.json"))
+    return split, pset, clusters, index
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def cmd_agents_train(args: argparse.Namespace) -> int:
+    from recsim_personas.agents.backbones import BackboneConfig
+    from recsim_personas.agents.lora import LoraTrainConfig, train_agents
+    from recsim_personas.cli import _emit
+
+    _threads(args)
+    backbone = BackboneConfig(kind=args.backbone, model=args.model, max_length=args.max_length)
+    config = LoraTrainConfig(
+        variant=args.variant,
+        memories=args.memories,
+        anchor=args.anchor,
+        rank=args.rank,
+        alpha=args.alpha,
+        lr=args.lr,
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        max_train=args.max_train,
+        max_valid=args.max_valid,
+        seed=args.seed,
+    )
+    split, pset, clusters, index = load_world(
+        args.split, args.personas, need_clusters=args.variant == "persona", need_index=args.memories > 0
+    )
+    out = args.out or str(
+        Path(pset.path) / "agents" / f"{args.backbone}-{args.variant}-mem{args.memories}-{args.anchor}"
+    )
+    result = train_agents(
+        split,
+        pset,
+        clusters,
+        index,
+        backbone,
+        config,
+        out,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    payload = result.to_dict()
+    lines = [f"persona agents in {result.out} ({payload['variant']}, memories {payload['memories']},"]
+    lines[0] += f" anchor {payload['anchor']}; {result.seconds:.0f}s)"
+    lines.append("| adapter | status | train | valid | epochs | valid NLL before → best |")
+    lines.append("|---|---|---|---|---|---|")
+    for a in result.adapters:
+        lines.append(
+            f"| {a.name} | {a.status} | {a.n_train} | {a.n_valid} | {a.epochs} |"
+            f" {a.initial_valid_nll:.4f} → {a.best_valid_nll:.4f} |"
+        )
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def cmd_agents_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from recsim_personas.agents.agent_report import new_report, score_entry
+    from recsim_personas.agents.backbones import BackboneConfig
+    from recsim_personas.agents.classical import make_rater
+    from recsim_personas.agents.persona_agents import PersonaAgents, measure_urr
+    from recsim_personas.cli import _emit
+    from recsim_personas.errors import ConfigError
+
+    _threads(args)
+    names = [n.strip() for n in args.raters.split(",") if n.strip()]
+    classical = [make_rater(n) for n in names]
+    if not args.agents and not args.prompt_only and not classical:
+        raise ConfigError("nothing to evaluate: pass --agents DIR ..., --prompt-only and/or --raters.")
+    split, pset, clusters, index = load_world(
+        args.split, args.personas, need_clusters=(Path(args.personas) / "clusters").is_dir(), need_index=True
+    )
+    test = split.test
+    if args.max_test is not None and args.max_test < len(test):
+        rng = np.random.default_rng(args.seed)
+        test = test.iloc[np.sort(rng.choice(len(test), size=args.max_test, replace=False))]
+    persona_of = dict(clusters.labels) if clusters is not None else None
+    report = new_report(test, persona_of, split.split_id)
+    progress = not args.no_progress
+    history = split.history()
+    for rater in classical:
+        rater.fit(history)
+        report.entries.append(score_entry(rater, test, persona_of, family="classical", variant=rater.name))
+    for directory in args.agents:
+        agents = PersonaAgents.load(directory, split, pset, index, batch_size=args.batch_size)
+        runs = [agents.memories]
+        if args.memories is not None and args.memories != agents.memories:
+            runs.append(args.memories)
+        for k in runs:
+            agents.memories = k
+            agents.name = _label(agents)
+            report.entries.append(
+                score_entry(
+                    agents,
+                    test,
+                    persona_of,
+                    family="agent",
+                    variant=agents.variant,
+                    memories=k,
+                    anchor="bias" if agents.anchored else "none",
+                    progress=progress,
+                )
+            )
+    if args.prompt_only:
+        k = 1 if args.memories is None else args.memories
+        agents = PersonaAgents.prompt_only(
+            split,
+            pset,
+            index,
+            backbone=BackboneConfig(kind="causal", model=args.model),
+            memories=k,
+            anchor=args.anchor,
+            batch_size=min(args.batch_size, 16),
+        )
+        urr = (0.0, "token scoring")
+        if args.urr_sample:
+            sample = test.iloc[: args.urr_sample]
+            value, _ = measure_urr(agents, sample["user_id"].to_numpy(), sample["item_id"].to_numpy())
+            urr = (value, f"free greedy generation on {len(sample)} test requests (token scoring itself: 0)")
+        report.entries.append(
+            score_entry(
+                agents,
+                test,
+                persona_of,
+                family="agent",
+                variant="prompt",
+                memories=k,
+                anchor=args.anchor,
+                urr=urr,
+                progress=progress,
+            )
+        )
+    paths = report.save(args.out) if args.out else {}
+    payload = report.to_dict()
+    payload["files"] = {k: str(v) for k, v in paths.items()}
+    text = report.to_markdown()
+    if paths:
+        text += "\n\nreport: " + ", ".join(str(p) for p in paths.values())
+    _emit(args, payload, text)
+    return 0
+
+
+def _label(agents: Any) -> str:
+    label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[agents.variant]
+    return f"{agents.kind} {label} mem{agents.memories} {'anchored' if agents.anchored else 'unanchored'}"

@@ -1,0 +1,340 @@
+"""Persona agents at inference: every persona adapter in one ``PeftModel``, mixed batches in one pass.
+
+:class:`PersonaAgents` implements the :class:`~recsim_personas.agents.rater.Rater` contract, so the
+environment and the fidelity evaluation take it unchanged. A request ``(user, item)`` travels:
+
+1. the user's adapter from the artifact's cluster map (``persona_<c>`` or ``single``);
+2. the user's ``memories`` most similar train memories from the :class:`MemoryIndex` (never the item's own);
+3. the prompt from :class:`~recsim_personas.agents.prompt.PromptBuilder` (the user's persona part and each
+   movie's description are tokenized once and cached);
+4. one forward pass for a batch of prompts of *any* mix of personas, routed row by row with PEFT's
+   ``adapter_names`` (eval mode) — batches are formed by prompt length, not by persona;
+5. logits (n, 5) + (anchored) the prior's log-probabilities → softmax → float64 (n, 5).
+
+:meth:`PersonaAgents.prompt_only` is the same road without adapters (the paper's prompted baseline, causal
+LMs). :func:`measure_urr` measures the unusable-response rate the paper's way — free greedy generation,
+parsed with :func:`~recsim_personas.agents.backbones.parse_rating` — whereas the token-scoring agents
+answer with a distribution over the five rating tokens and cannot give an unusable answer.
+
+Loading refuses, with a message naming the fix: an unfinished artifact, an artifact from another split or
+persona set, a base model other than the one the adapters were trained on, a missing or altered adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsim_personas._io import sha256_file
+from recsim_personas.agents.backbones import BackboneConfig, build_backbone, parse_rating
+from recsim_personas.agents.lora import (
+    SINGLE_ADAPTER,
+    AnchorPrior,
+    base_fingerprint,
+    batched_logits,
+    prompt_config,
+    read_agents_manifest,
+)
+from recsim_personas.agents.prompt import PromptBuilder, PromptConfig
+from recsim_personas.agents.rater import N_LEVELS, as_requests
+from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError
+
+logger = logging.getLogger(__name__)
+
+
+class PersonaAgents:
+    """SLM persona agents as a :class:`~recsim_personas.agents.rater.Rater`.
+
+    Build with :meth:`load` (trained adapters) or :meth:`prompt_only` (no fine-tuning).
+
+    Attributes:
+        name: label in reports (e.g. ``"encoder persona-LoRA mem1 anchored"``).
+        kind: ``"causal"`` or ``"encoder"``.
+        variant: ``"persona"``, ``"single"`` or ``"prompt"``.
+        memories: retrieved memories per prompt.
+        anchored: whether the prior's log-probabilities are added to the logits.
+        model: the ``PeftModel`` holding every adapter (or the bare backbone for ``prompt``), eval mode.
+        builder: the prompt builder (caches persona parts and movie descriptions).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        backbone: Any,
+        builder: PromptBuilder,
+        cluster_map: dict[int, str] | None,
+        index: Any,
+        memories: int,
+        prior: AnchorPrior | None,
+        variant: str,
+        batch_size: int = 32,
+        name: str | None = None,
+    ) -> None:
+        if memories < 0:
+            raise ConfigError(f"memories must be >= 0, got {memories!r}.")
+        if memories > 0 and index is None:
+            raise ConfigError(
+                f"memories={memories} needs the memory index. Fix: build it with `recsim-personas personas index`,"
+                " or use memories=0."
+            )
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}.")
+        self.model = model.eval()
+        self.backbone = backbone
+        self.builder = builder
+        self.cluster_map = cluster_map
+        self.index = index
+        self.memories = int(memories)
+        self.prior = prior
+        self.variant = variant
+        self.batch_size = int(batch_size)
+        self.kind = "causal" if hasattr(backbone, "rating_tokens") else "encoder"
+        self.anchored = prior is not None
+        label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[variant]
+        self.name = name or f"{self.kind} {label} mem{self.memories} {'anchored' if self.anchored else 'unanchored'}"
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        split: Any,
+        pset: Any,
+        index: Any = None,
+        *,
+        memories: int | None = None,
+        backbone: BackboneConfig | None = None,
+        batch_size: int = 32,
+        cache_dir: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+    ) -> PersonaAgents:
+        """Load a trained artifact (see :mod:`recsim_personas.agents.lora`) with all its adapters.
+
+        Args:
+            path: the artifact directory written by :func:`~recsim_personas.agents.lora.train_agents`.
+            split: the split it was trained on (checked by ``split_id``).
+            pset: the persona set it was trained on (checked by its manifest's sha256).
+            index: the memory index (needed when ``memories > 0``).
+            memories: memories per prompt; ``None`` = as trained. 0 gives the no-memory ablation.
+            backbone: if given, must equal the base model the adapters were trained on.
+            batch_size: prompts per forward pass.
+            cache_dir: model cache root.
+            name: report label.
+
+        Raises:
+            ArtifactError: unfinished artifact, other split/personas/base model, missing or altered adapter.
+        """
+        from peft import PeftModel
+
+        path = Path(path)
+        manifest = read_agents_manifest(path)
+        if manifest["split_id"] != split.split_id:
+            raise ArtifactError(
+                f"agents {str(path)!r} were trained on split {manifest['split_id'][:12]}…, not on split"
+                f" {split.split_id[:12]}… ({split.path}). Fix: pass the split they were trained on, or train agents"
+                " for this split with `recsim-personas agents train`."
+            )
+        pm = sha256_file(Path(pset.path) / "manifest.json") if pset.path else ""
+        if manifest["personas_manifest"] != pm:
+            raise ArtifactError(
+                f"agents {str(path)!r} were trained on another persona set than {str(pset.path)!r}. Fix: pass the"
+                " personas they were trained on, or retrain with `recsim-personas agents train`."
+            )
+        trained = BackboneConfig.from_dict(manifest["backbone"])
+        if backbone is not None and backbone != trained:
+            raise ArtifactError(
+                f"agents {str(path)!r} were trained on base model {trained.to_dict()!r}, but {backbone.to_dict()!r}"
+                " was requested. Fix: drop --model / use the base model of the manifest, or retrain the adapters"
+                " on the new base model."
+            )
+        cmap = {int(u): str(n) for u, n in manifest["cluster_map"].items()}
+        needed = sorted(set(cmap.values()))
+        for n in needed:
+            d = path / "adapters" / n
+            want = manifest["adapters"].get(n, {}).get("files", {})
+            if not (d / "adapter_model.safetensors").is_file() or not want:
+                personas = sorted(u for u, a in cmap.items() if a == n)
+                raise ArtifactError(
+                    f"agents {str(path)!r}: the adapter {n!r} (persona of {len(personas)} users, e.g. user_id"
+                    f" {personas[0]}) is missing. Fix: rerun `recsim-personas agents train` with the same arguments"
+                    " (it resumes and trains the missing adapters)."
+                )
+            for fname, digest in want.items():
+                if not (d / fname).is_file() or sha256_file(d / fname) != digest:
+                    raise ArtifactError(
+                        f"agents {str(path)!r}: {d / fname} is missing or does not match the manifest. Fix: retrain"
+                        " with `recsim-personas agents train --overwrite`."
+                    )
+        prior = None
+        if manifest["prior"] is not None:
+            for fname, digest in manifest["prior"]["files"].items():
+                f = path / "prior" / fname
+                if not f.is_file() or sha256_file(f) != digest:
+                    raise ArtifactError(f"agents {str(path)!r}: {f} is missing or does not match the manifest.")
+            prior = AnchorPrior.load(path / "prior")
+
+        base, tokenizer = build_backbone(trained, cache_dir=cache_dir)
+        fp = base_fingerprint(base)
+        if fp != manifest["base_fingerprint"]:
+            raise ArtifactError(
+                f"agents {str(path)!r}: the base model loaded for {trained.model or 'the default'!r} is not the one"
+                f" the adapters were trained on (weights fingerprint {fp[:12]}… ≠ {manifest['base_fingerprint'][:12]}…"
+                "). Fix: install the same model version, or retrain the adapters."
+            )
+        model = PeftModel.from_pretrained(base, str(path / "adapters" / needed[0]), adapter_name=needed[0])
+        for n in needed[1:]:
+            model.load_adapter(str(path / "adapters" / n), adapter_name=n)
+        model.eval()
+        pcfg = PromptConfig(**manifest["prompt"])
+        builder = PromptBuilder(tokenizer, pset, split.catalog().describe, pcfg)
+        k = int(manifest["train_config"]["memories"] if memories is None else memories)
+        return cls(
+            model=model,
+            backbone=base,
+            builder=builder,
+            cluster_map=cmap,
+            index=index,
+            memories=k,
+            prior=prior,
+            variant=str(manifest["train_config"]["variant"]),
+            batch_size=batch_size,
+            name=name,
+        )
+
+    @classmethod
+    def prompt_only(
+        cls,
+        split: Any,
+        pset: Any,
+        index: Any = None,
+        *,
+        backbone: BackboneConfig | None = None,
+        memories: int = 1,
+        anchor: str = "none",
+        template: str = "paper",
+        batch_size: int = 16,
+        cache_dir: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+    ) -> PersonaAgents:
+        """The prompted baseline: the base causal LM, no adapter, the rating read from the rating tokens.
+
+        ``anchor="bias"`` adds the bias prior fitted (deterministically) on the split's history.
+        """
+        backbone = backbone or BackboneConfig(kind="causal")
+        if backbone.kind != "causal":
+            raise ConfigError("the prompt-only baseline needs a causal LM (an encoder's rating head is untrained).")
+        if anchor not in ("bias", "none"):
+            raise ConfigError(f"anchor must be 'bias' or 'none', got {anchor!r}.")
+        pset.check_split(split.split_id)
+        base, tokenizer = build_backbone(backbone, cache_dir=cache_dir)
+        pcfg = prompt_config("causal", template, int(backbone.max_length or 512))
+        builder = PromptBuilder(tokenizer, pset, split.catalog().describe, pcfg)
+        prior = AnchorPrior.fit(split.history()) if anchor == "bias" else None
+        return cls(
+            model=base,
+            backbone=base,
+            builder=builder,
+            cluster_map=None,
+            index=index,
+            memories=memories,
+            prior=prior,
+            variant="prompt",
+            batch_size=batch_size,
+            name=name,
+        )
+
+    # -- the Rater contract ---------------------------------------------------------------------
+    def adapter_of(self, user_id: int) -> str | None:
+        """The adapter serving ``user_id`` (``None`` for the prompt-only baseline).
+
+        Raises:
+            UnknownUserError: the user has no persona in the artifact's cluster map.
+        """
+        if self.cluster_map is None:
+            self.builder.personas.persona(user_id)  # raises UnknownUserError for a user without persona
+            return None
+        try:
+            return self.cluster_map[int(user_id)]
+        except KeyError:
+            some = ", ".join(str(u) for u in sorted(self.cluster_map)[:5])
+            raise UnknownUserError(
+                f"user_id {int(user_id)} has no persona adapter ({len(self.cluster_map)} users have one, e.g."
+                f" {some}). Fix: train agents on a split and persona set that include this user."
+            ) from None
+
+    def prompts(self, users: np.ndarray, items: np.ndarray) -> tuple[list[list[int]], list[str] | None]:
+        """Token-id prompts and per-row adapter names of a batch of requests."""
+        names = [self.adapter_of(int(u)) for u in users]
+        hits = (
+            self.index.retrieve_batch(users, items, self.memories)
+            if self.memories > 0
+            else [[] for _ in range(len(users))]
+        )
+        rows = [self.builder.build(int(u), int(i), h).ids for u, i, h in zip(users, items, hits, strict=True)]
+        return rows, (None if self.cluster_map is None else [str(n) for n in names])
+
+    def logits(self, users: np.ndarray, items: np.ndarray, *, anchored: bool | None = None) -> np.ndarray:
+        """Rating logits, float64 (n, 5): the backbone's, plus the prior's log-probs when ``anchored``.
+
+        ``anchored=None`` follows the artifact; ``False`` gives the raw backbone + adapter logits.
+        """
+        u, i = as_requests(users, items)
+        if u.size == 0:
+            return np.zeros((0, N_LEVELS))
+        rows, names = self.prompts(u, i)
+        raw = batched_logits(self.model, self.backbone, rows, names, self.batch_size).double().numpy()
+        use = self.anchored if anchored is None else anchored
+        if use:
+            if self.prior is None:
+                raise ConfigError(f"{self.name} has no anchoring prior.")
+            raw = raw + self.prior.log_probs(u, i)
+        return raw
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Rating distributions, float64 (n, 5), rows summing to 1 (the Rater contract)."""
+        logits = torch.as_tensor(self.logits(users, items))
+        return torch.softmax(logits, dim=-1).numpy()
+
+    def __repr__(self) -> str:
+        n = len(set(self.cluster_map.values())) if self.cluster_map else 0
+        return f"PersonaAgents({self.name!r}, adapters={n}, memories={self.memories})"
+
+
+def measure_urr(
+    agents: PersonaAgents, users: np.ndarray, items: np.ndarray, *, max_new_tokens: int = 4, batch_size: int = 8
+) -> tuple[float, list[str]]:
+    """Unusable-response rate of free greedy generation, the paper's way (causal agents only).
+
+    The same prompts as :meth:`PersonaAgents.predict`, without the answer lead; an answer is unusable when
+    :func:`~recsim_personas.agents.backbones.parse_rating` finds no rating 1..5 at its start.
+
+    Returns:
+        ``(share of unusable answers, the answers)``.
+    """
+    if agents.kind != "causal":
+        raise ConfigError("free generation needs a causal LM; an encoder agent cannot give an unusable answer.")
+    u, i = as_requests(users, items)
+    rows, names = agents.prompts(u, i)
+    backbone = agents.backbone
+    answers: list[str] = []
+    for lo in range(0, len(rows), batch_size):
+        batch = backbone.encode(rows[lo : lo + batch_size], answer_lead=False)
+        if names is None:
+            new = backbone.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens)
+        else:
+            # PeftModel.generate calls the backbone's generate (new tokens only), routing rows per adapter
+            new = agents.model.generate(
+                **batch, adapter_names=names[lo : lo + batch_size], max_new_tokens=max_new_tokens
+            )
+        answers += list(backbone.tokenizer.batch_decode(new, skip_special_tokens=True))
+    bad = sum(parse_rating(a) is None for a in answers)
+    return (bad / len(answers) if answers else 0.0), answers
+
+
+__all__ = ["SINGLE_ADAPTER", "PersonaAgents", "measure_urr"]

@@ -1,0 +1,64 @@
+"""A tiny world for persona-agent tests: a synthetic split, offline personas, 2 clusters, a memory index.
+
+Memories are indexed with a deterministic bag-of-words embedder (fast); the base model is the real
+MiniLM-L6 (offline) with small LoRA ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from conftest import synthetic_ratings, write_ml100k
+
+from recsim_personas._io import sha256_file
+from recsim_personas.data import ProtocolConfig, load_movielens, make_split
+from recsim_personas.personas.clustering import ClusterConfig, cluster_personas, save_clusters
+from recsim_personas.personas.distill import distill_personas
+from recsim_personas.personas.embedders import l2_normalise
+from recsim_personas.personas.memory import MemoryIndex
+from recsim_personas.personas.stats_distiller import StatsDistiller
+
+
+class HashEmbedder:
+    """Deterministic bag-of-words vectors (similar texts share words, so they get similar vectors)."""
+
+    model_id = "test:hash-bow"
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+
+    def embed(self, texts):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
+        return l2_normalise(out + 1e-6)
+
+
+@dataclass
+class World:
+    split: Any
+    pset: Any
+    clusters: Any
+    index: Any
+    root: Path
+
+
+def make_world(root: Path, *, n_users: int = 8, k: int = 2) -> World:
+    """Split (``n_users`` users with 10..24 ratings), personas, ``k`` clusters and the memory index."""
+    per_user = [10 + (u * 5) % 15 for u in range(16)]
+    data = root / "data"
+    write_ml100k(data, synthetic_ratings(16, 40, per_user, seed=3), n_items=40, n_users=16)
+    ml = load_movielens("ml-100k", data, download=False)
+    split = make_split(ml, ProtocolConfig(n_users=n_users, min_ratings=10, max_ratings=40)).save(root / "split")
+    pset, _ = distill_personas(split, root / "personas", StatsDistiller(), progress=False)
+    emb = HashEmbedder()
+    clusters = cluster_personas(pset, emb, ClusterConfig(k=k))
+    save_clusters(clusters, pset.path / "clusters", plot=False)
+    index = MemoryIndex.build(pset, split.catalog(), emb)
+    index.save(pset.path / "memory", personas_manifest=sha256_file(pset.path / "manifest.json"))
+    return World(split, pset, clusters, index, root)

@@ -1,0 +1,269 @@
+"""Persona-LoRA training and mixed-adapter inference on a tiny world with the real MiniLM (small ranks)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+if importlib.util.find_spec("peft") is None:  # pragma: no cover - peft is a declared dependency
+    if os.environ.get("CI") == "true" or os.environ.get("RECSIM_PERSONAS_REQUIRE_DATA") == "1":
+        pytest.fail("peft is not installed; CI must install it")
+    pytest.skip("peft is not installed", allow_module_level=True)
+
+from agentkit import World, make_world  # noqa: E402
+
+from recsim_personas.agents import lora  # noqa: E402
+from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
+from recsim_personas.agents.fidelity import evaluate_fidelity  # noqa: E402
+from recsim_personas.agents.lora import AnchorPrior, LoraTrainConfig, batched_logits, train_agents  # noqa: E402
+from recsim_personas.agents.persona_agents import PersonaAgents  # noqa: E402
+from recsim_personas.agents.prompt import PromptBuilder, PromptConfig, PromptTooLongError  # noqa: E402
+from recsim_personas.agents.rater import Rater, check_distribution  # noqa: E402
+from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError  # noqa: E402
+
+BACKBONE = BackboneConfig(kind="encoder", max_length=128)
+CONFIG = LoraTrainConfig(rank=2, alpha=4, max_train=16, max_valid=8, batch_size=8, lr=5e-3)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def trained(world: World) -> Path:
+    out = world.root / "agents-persona"
+    train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, CONFIG, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def agents(world: World, trained: Path) -> PersonaAgents:
+    return PersonaAgents.load(trained, world.split, world.pset, world.index, batch_size=4)
+
+
+def requests(world: World, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Test requests of users of both personas, interleaved (u0 of persona 0, u1 of persona 1, ...)."""
+    test = world.split.test
+    by_cluster: dict[int, list[int]] = {}
+    for row in range(len(test)):
+        by_cluster.setdefault(world.clusters.labels[int(test.user_id.iloc[row])], []).append(row)
+    rows = [r for pair in zip(*by_cluster.values(), strict=False) for r in pair][:n]
+    return test.user_id.to_numpy()[rows], test.item_id.to_numpy()[rows]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------------------
+def test_train_config_validation_defaults_and_round_trip():
+    assert LoraTrainConfig().resolved("causal").rank == 256 and LoraTrainConfig().resolved("causal").alpha == 32
+    assert LoraTrainConfig().resolved("encoder").rank == 16
+    assert LoraTrainConfig().resolved("encoder").template == "compact"
+    cfg = LoraTrainConfig(variant="single", memories=0, anchor="none", rank=4)
+    assert LoraTrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="'persona'"):
+        LoraTrainConfig(variant="personas")
+    with pytest.raises(ConfigError, match="anchor"):
+        LoraTrainConfig(anchor="mf")
+    with pytest.raises(ConfigError, match=r"LoraTrainConfig\.rank"):
+        LoraTrainConfig(rank=0)
+    with pytest.raises(ConfigError, match=r"LoraTrainConfig\.memories"):
+        LoraTrainConfig(memories=-1)
+    with pytest.raises(ConfigError, match="unknown LoRA training config fields"):
+        LoraTrainConfig.from_dict({"rnak": 3})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training artifact
+# ---------------------------------------------------------------------------------------------------------
+def test_one_adapter_per_persona_is_saved_in_peft_format_with_a_manifest(world, trained):
+    manifest = json.loads((trained / "manifest.json").read_text())
+    names = {f"persona_{c}" for c in set(world.clusters.labels.values())}
+    assert set(manifest["adapters"]) == names
+    for name in names:
+        assert (trained / "adapters" / name / "adapter_model.safetensors").is_file()
+        cfg = json.loads((trained / "adapters" / name / "adapter_config.json").read_text())
+        assert cfg["r"] == 2 and "rating_head" in cfg["modules_to_save"]
+    assert manifest["split_id"] == world.split.split_id
+    assert manifest["cluster_map"] == {str(u): f"persona_{c}" for u, c in sorted(world.clusters.labels.items())}
+    assert manifest["backbone"] == BACKBONE.to_dict() and manifest["train_config"]["rank"] == 2
+    assert {"torch", "transformers", "peft"} <= set(manifest["versions"])
+    assert not (trained / "checkpoints").exists()
+    log = [json.loads(line) for line in (trained / "train_log.jsonl").read_text().splitlines()]
+    assert {e["adapter"] for e in log if "epoch" in e and "valid_nll" in e} == names
+
+
+def test_loaded_agents_hold_every_adapter_in_one_peft_model(agents, world):
+    assert set(agents.model.peft_config) == {f"persona_{c}" for c in set(world.clusters.labels.values())}
+    assert isinstance(agents, Rater) and agents.anchored and agents.memories == 1
+    assert not agents.model.training
+
+
+def test_prior_is_stored_and_equals_a_deterministic_refit(world, trained):
+    stored = AnchorPrior.load(trained / "prior")
+    refit = AnchorPrior.fit(world.split.history())
+    u, i = requests(world)
+    np.testing.assert_array_equal(stored.log_probs(u, i), refit.log_probs(u, i))
+    assert np.isfinite(stored.log_probs(u, i)).all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inference
+# ---------------------------------------------------------------------------------------------------------
+def test_mixed_persona_batch_equals_each_adapter_alone(agents, world):
+    # make the adapters clearly different, so a routing mistake would show
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in agents.model.named_parameters():
+            if ".lora_B." in name or ".modules_to_save." in name:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    u, i = requests(world)
+    names = [agents.adapter_of(x) for x in u]
+    assert len(set(names)) == 2 and names[0] != names[1]  # interleaved personas in one batch
+    mixed = agents.logits(u, i, anchored=False)
+    rows, _ = agents.prompts(u, i)
+    alone = np.empty_like(mixed)
+    for name in set(names):
+        sel = [k for k, n in enumerate(names) if n == name]
+        agents.model.set_adapter(name)
+        alone[sel] = batched_logits(agents.model, agents.backbone, [rows[k] for k in sel], None, 64).double().numpy()
+    np.testing.assert_allclose(mixed, alone, atol=1e-4)
+    forced = batched_logits(agents.model, agents.backbone, rows, [names[0]] * len(rows), 64).double().numpy()
+    assert np.abs(forced - mixed).max() > 1e-3
+
+
+def test_anchoring_adds_exactly_the_prior_log_probs(agents, world):
+    u, i = requests(world)
+    anchored = agents.logits(u, i)
+    raw = agents.logits(u, i, anchored=False)
+    np.testing.assert_allclose(anchored - raw, agents.prior.log_probs(u, i), atol=1e-12, rtol=0)
+    dist = check_distribution(agents.predict(u, i), len(u))
+    np.testing.assert_allclose(dist, torch.softmax(torch.as_tensor(anchored), -1).numpy(), atol=1e-12)
+
+
+def test_persona_part_is_tokenized_once_per_user(agents, world):
+    u, i = requests(world)
+    agents.builder._user.clear()
+    calls = []
+    original = agents.builder.personas.persona
+
+    def counting(user_id):
+        calls.append(int(user_id))
+        return original(user_id)
+
+    agents.builder.personas = type("P", (), {"persona": staticmethod(counting)})()
+    try:
+        agents.predict(np.concatenate([u, u]), np.concatenate([i, i]))
+    finally:
+        agents.builder.personas = world.pset
+    assert sorted(calls) == sorted(set(int(x) for x in u))
+
+
+def test_agents_follow_the_rater_contract_in_the_fidelity_evaluation(agents, world):
+    agents.memories = 0
+    try:
+        report = evaluate_fidelity([agents], world.split.test.iloc[:10])
+    finally:
+        agents.memories = 1
+    assert report.rows[0].rater == agents.name and np.isfinite(report.rows[0].rmse_expected)
+
+
+def test_user_without_a_persona_is_a_clear_error(agents, world):
+    with pytest.raises(UnknownUserError, match="user_id 999 has no persona adapter"):
+        agents.predict(np.array([999]), np.array([1]))
+
+
+def test_prompt_that_cannot_fit_is_a_clear_error(agents, world):
+    builder = agents.builder
+    agents.builder = PromptBuilder(builder.tok, world.pset, world.split.catalog().describe, PromptConfig(max_length=64))
+    try:
+        u, i = requests(world, 2)
+        with pytest.raises(PromptTooLongError, match="max_length is 64"):
+            agents.predict(u, i)
+    finally:
+        agents.builder = builder
+
+
+# ---------------------------------------------------------------------------------------------------------
+# refusals
+# ---------------------------------------------------------------------------------------------------------
+def test_other_base_model_is_refused(world, trained, tmp_path):
+    with pytest.raises(ArtifactError, match="base model"):
+        PersonaAgents.load(trained, world.split, world.pset, world.index, backbone=BackboneConfig(kind="encoder"))
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["base_fingerprint"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="not the one the adapters were trained on"):
+        PersonaAgents.load(copy, world.split, world.pset, world.index)
+
+
+def test_missing_adapter_is_named(world, trained, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    (copy / "adapters" / "persona_1" / "adapter_model.safetensors").unlink()
+    with pytest.raises(ArtifactError, match=r"'persona_1'.*missing.*agents train"):
+        PersonaAgents.load(copy, world.split, world.pset, world.index)
+
+
+def test_unfinished_or_foreign_artifacts_are_refused(world, trained, tmp_path):
+    with pytest.raises(ArtifactError, match="not a trained persona-agent directory"):
+        PersonaAgents.load(tmp_path / "nothing", world.split, world.pset, world.index)
+    other = LoraTrainConfig(rank=4, alpha=4, max_train=16, max_valid=8, batch_size=8)
+    with pytest.raises(ArtifactError, match=r"different train_config.*--overwrite"):
+        train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, other, trained, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# resuming
+# ---------------------------------------------------------------------------------------------------------
+def test_rerun_skips_finished_adapters(world, trained, tmp_path, monkeypatch):
+    result = train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, CONFIG, trained)
+    assert {a.status for a in result.adapters} == {"skipped"}
+    # an interrupted run: persona_0 saved, persona_1 not, no manifest yet
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    (copy / "manifest.json").unlink()
+    shutil.rmtree(copy / "adapters" / "persona_1")
+    calls = []
+    real = lora._train_one
+
+    def spy(model, backbone, builder, prior, name, *args, **kwargs):
+        calls.append(name)
+        return real(model, backbone, builder, prior, name, *args, **kwargs)
+
+    monkeypatch.setattr(lora, "_train_one", spy)
+    result = train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, CONFIG, copy)
+    assert calls == ["persona_1"]
+    assert {a.name: a.status for a in result.adapters} == {"persona_0": "skipped", "persona_1": "trained"}
+    PersonaAgents.load(copy, world.split, world.pset, world.index)  # complete and consistent again
+
+
+def test_interrupted_adapter_resumes_from_its_last_epoch(world, tmp_path, monkeypatch):
+    cfg = LoraTrainConfig(
+        variant="single", memories=0, anchor="none", rank=2, alpha=4, max_train=8, max_valid=4, epochs=2, patience=2
+    )
+    real = lora._save_checkpoint
+
+    def crash_after_first_epoch(ckpt, model, name, best, state):
+        real(ckpt, model, name, best, state)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "single"
+    monkeypatch.setattr(lora, "_save_checkpoint", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_agents(world.split, world.pset, None, None, BACKBONE, cfg, out, progress=False)
+    assert json.loads((out / "checkpoints" / "single" / "state.json").read_text())["epoch"] == 1
+    monkeypatch.setattr(lora, "_save_checkpoint", real)
+    result = train_agents(world.split, world.pset, None, None, BACKBONE, cfg, out, progress=False)
+    epochs = [json.loads(x)["epoch"] for x in (out / "train_log.jsonl").read_text().splitlines() if '"epoch"' in x]
+    assert epochs == [2] and result.adapters[0].epochs == 2  # resumed at epoch 2: epoch 1 was not trained again
+    assert set(json.loads((out / "manifest.json").read_text())["cluster_map"].values()) == {"single"}
