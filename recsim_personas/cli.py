@@ -386,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     from recsim_personas.envs._cli import register_simulate
 
     register_simulate(sub, common)
+    from recsim_personas.agents._cli import register_agents
+
+    register_agents(sub, common)
     return parser
 
 
