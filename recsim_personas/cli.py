@@ -386,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     from recsim_personas.envs._cli import register_simulate
 
     register_simulate(sub, common)
+    from recsim_personas.recommenders._cli import register_benchmark
+
+    register_benchmark(sub, common)
     from recsim_personas.agents._cli import register_agents
 
     register_agents(sub, common)

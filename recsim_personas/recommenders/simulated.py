@@ -43,6 +43,8 @@ SIM_METRICS = (
     "likes_per_user",
 )
 """The simulated metrics, in report order."""
+RATES = ("like_rate", "watch_rate", "exit_rate", "returning")
+"""The metrics that are shares (their intervals are clipped to [0, 1])."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,11 @@ class Interval:
         return {"mean": self.mean, "low": self.low, "high": self.high, "per_seed": list(self.per_seed)}
 
 
-def interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean and Student-t interval of ``values`` (NaN-free; one value → a zero-width interval)."""
+def interval(
+    values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> Interval:
+    """Mean and Student-t interval of ``values`` (NaN-free; one value → a zero-width interval), clipped to
+    ``bounds`` (e.g. ``(0, 1)`` for a rate)."""
     from scipy import stats
 
     x = np.asarray(values, dtype=np.float64)
@@ -69,7 +74,8 @@ def interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     if x.size == 1:
         return Interval(mean, mean, mean, tuple(x.tolist()))
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return Interval(mean, mean - half, mean + half, tuple(x.tolist()))
+    low, high = max(mean - half, bounds[0]), min(mean + half, bounds[1])
+    return Interval(mean, low, high, tuple(x.tolist()))
 
 
 @dataclass(frozen=True)
@@ -217,7 +223,10 @@ def evaluate_policy(
         days=days,
         users=w.n_users,
         confidence=confidence,
-        metrics={name: interval(per_seed[name], confidence) for name in SIM_METRICS},
+        metrics={
+            name: interval(per_seed[name], confidence, (0.0, 1.0) if name in RATES else (0.0, math.inf))
+            for name in SIM_METRICS
+        },
         totals=tuple(totals),
         watched=tuple(watched),
         seconds=time.perf_counter() - t0,
