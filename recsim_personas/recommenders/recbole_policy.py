@@ -36,6 +36,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,11 +267,16 @@ def torch_threads(n: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _isolated_rng() -> Iterator[None]:
-    """Let RecBole seed the global generators (its samplers use them), then restore every global state."""
+    """Let RecBole seed the global generators (its samplers use them), then restore every global state.
+
+    Also silences the deprecation warnings RecBole 1.2.1's own code triggers on this stack (pandas'
+    chained ``fillna(inplace=True)``, ``torch.cuda.amp``) while it runs.
+    """
     import torch
 
     py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"recbole(\.|$)")
         try:
             yield
         finally:

@@ -1,0 +1,180 @@
+"""The RecBole adapter: names, training, serving unseen top-k for our ids, save/load, sequential histories."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+
+import numpy as np
+import pytest
+import torch
+from reckit import (  # noqa: F401  (fixtures)
+    MODELS,
+    other_split_dir_fixture,
+    rec_split_dir_fixture,
+    rec_world_fixture,
+    trained_fixture,
+)
+
+from recsim_personas.envs import Population
+from recsim_personas.errors import ArtifactError, ConfigError, RecsimPersonasError
+from recsim_personas.recommenders import Policy
+from recsim_personas.recommenders.recbole_policy import (
+    RecBoleConfig,
+    RecBolePolicy,
+    resolve_model,
+    top_k_unseen,
+    train_recbole,
+)
+
+
+def _obs(world, users=None, history_len=10):
+    users = np.arange(world.n_users) if users is None else np.asarray(users)
+    return Population(world, seed=0).observe(users, history_len)
+
+
+def test_model_names_resolve_case_insensitively_and_unknown_names_list_close_matches():
+    assert resolve_model("sasrec") == ("SASRec", "sequential")
+    assert resolve_model("lightgcn") == ("LightGCN", "general")
+    assert resolve_model("BPR") == ("BPR", "general")
+    with pytest.raises(ConfigError, match=r"unknown RecBole model 'BRP'.*Did you mean 'BPR'") as info:
+        resolve_model("BRP")
+    assert "SASRec" in str(info.value) and "LightGCN" in str(info.value)  # lists the known models
+    with pytest.raises(ConfigError, match="Did you mean 'LightGCN'"):
+        RecBoleConfig(model="LightGNC")
+    with pytest.raises(ConfigError, match="unknown RecBole model 'DeepFM'"):  # context-aware, not supported
+        resolve_model("DeepFM")
+
+
+def test_config_validates_and_round_trips():
+    config = RecBoleConfig(model="bpr", epochs=3, params={"reg_weight": 0.01})
+    assert config.model == "BPR" and config.kind == "general"
+    assert RecBoleConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="epochs must be a positive integer, got 0"):
+        RecBoleConfig(model="BPR", epochs=0)
+    with pytest.raises(ConfigError, match="params sets 'data_path'"):
+        RecBoleConfig(model="BPR", params={"data_path": "/elsewhere"})
+    with pytest.raises(ConfigError, match="learning_rate"):
+        RecBoleConfig(model="BPR", learning_rate=-1.0)
+    with pytest.raises(ConfigError, match="unknown RecBoleConfig field 'epoch'"):
+        RecBoleConfig.from_dict({"model": "BPR", "epoch": 3})
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_model_serves_distinct_unseen_items_of_our_index_space(trained, rec_world, model):
+    policy = trained[model]
+    assert isinstance(policy, Policy) and policy.name == f"recbole:{model}"
+    obs = _obs(rec_world)
+    slates = policy.act_batch(obs)
+    assert slates.shape == (rec_world.n_users, 5) and slates.dtype == np.int64
+    assert ((slates >= 0) & (slates < rec_world.n_items)).all()
+    assert all(len(set(row)) == 5 for row in slates.tolist())
+    assert not obs["seen"][np.arange(len(slates))[:, None], slates].any()
+    # one observation at a time gives the same slates as the batch
+    one = {k: v[3] for k, v in obs.items()}
+    np.testing.assert_array_equal(policy.act(one), slates[3])
+
+
+def test_general_models_map_our_ids_to_recbole_tokens(trained, rec_world):
+    """BPR's score of (user, item) is the dot product of their embeddings, looked up by RecBole token."""
+    policy = trained["BPR"]
+    model, ds = policy.model, policy.dataset
+    obs = _obs(rec_world)
+    scores = policy.score_batch(obs)
+    uid = ds.token2id(ds.uid_field, [str(u) for u in rec_world.user_ids])
+    for j in (0, 7, rec_world.n_items - 1):
+        token = str(rec_world.item_ids[j])
+        if token not in ds.field2token_id[ds.iid_field]:
+            assert (scores[:, j] == -1e30).all()  # never trained on: ranked last
+            continue
+        iid = ds.token2id(ds.iid_field, token)
+        with torch.no_grad():
+            expect = (model.user_embedding.weight[uid] * model.item_embedding.weight[iid]).sum(dim=1).double().numpy()
+        np.testing.assert_allclose(scores[:, j], expect, rtol=1e-5)
+    # the slate is the best unseen items in score order
+    masked = np.where(obs["seen"].astype(bool), -np.inf, scores)
+    best = np.sort(masked, axis=1)[:, ::-1][:, :5]
+    np.testing.assert_allclose(np.take_along_axis(masked, policy.act_batch(obs), axis=1), best)
+
+
+def test_items_watched_during_the_simulation_are_excluded(trained, rec_world):
+    policy = trained["LightGCN"]
+    obs = _obs(rec_world, [0, 1])
+    first = policy.act_batch(obs)
+    seen = obs["seen"].copy()
+    seen[0, first[0, :2]] = 1  # user 0 watched its two top items
+    again = policy.act_batch({**obs, "seen": seen})
+    assert not set(again[0].tolist()) & set(first[0, :2].tolist())
+    np.testing.assert_array_equal(again[0, :3], first[0, 2:])  # the rest moves up
+    np.testing.assert_array_equal(again[1], first[1])
+
+
+def test_top_k_fills_up_with_seen_items_only_when_nothing_else_is_left():
+    scores = np.array([[0.1, 0.9, 0.5, 0.3]])
+    seen = np.array([[False, True, True, True]])
+    out = top_k_unseen(scores, seen, 2)
+    assert out[0, 0] == 0 and out.shape == (1, 2)
+
+
+def test_sequential_models_read_the_history_and_refuse_users_without_one(trained, rec_world):
+    policy = trained["SASRec"]
+    assert policy.kind == "sequential" and policy.history_len == 10
+    obs = _obs(rec_world, [0])
+    base = policy.score_batch(obs)
+    other = {k: v.copy() for k, v in obs.items()}
+    other["history_items"][0, -1] = (other["history_items"][0, -1] + 11) % rec_world.n_items
+    assert not np.allclose(policy.score_batch(other), base)  # the last item changes the scores
+    empty = {k: v.copy() for k, v in obs.items()}
+    empty["history_items"][:] = -1
+    with pytest.raises(RecsimPersonasError, match=r"sequential model and user \d+ has no history"):
+        policy.act_batch(empty)
+
+
+def test_save_and_load_round_trip_and_refuse_other_splits(trained, rec_world, rec_split_dir, other_split_dir, tmp_path):
+    for model in ("Pop", "SASRec"):
+        policy = trained[model]
+        path = policy.save(tmp_path / model)
+        manifest = json.loads((path / "manifest.json").read_text())
+        assert manifest["model"] == model and manifest["split_id"] == policy.split_id
+        assert manifest["config"] == policy.config.to_dict()
+        loaded = RecBolePolicy.load(path, rec_split_dir, slate_size=5)
+        obs = _obs(rec_world)
+        np.testing.assert_array_equal(loaded.act_batch(obs), policy.act_batch(obs))
+        np.testing.assert_allclose(loaded.score_batch(obs), policy.score_batch(obs), rtol=1e-6)
+    with pytest.raises(ArtifactError, match=r"was trained on split [0-9a-f]{12}, not on the split at"):
+        RecBolePolicy.load(tmp_path / "Pop", other_split_dir)
+    (tmp_path / "Pop" / "model.pth").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match=r"does not match manifest\.json"):
+        RecBolePolicy.load(tmp_path / "Pop", rec_split_dir)
+    with pytest.raises(ArtifactError, match=r"manifest\.json is missing"):
+        RecBolePolicy.load(tmp_path, rec_split_dir)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match="not a saved RecBole policy; refusing"):
+        trained["Pop"].save(tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_training_logs_progress_and_leaves_global_random_state_alone(rec_split_dir, caplog):
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    states = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state().clone()
+    threads = torch.get_num_threads()
+    with caplog.at_level(logging.INFO, logger="recsim_personas.recommenders.recbole_policy"):
+        policy = train_recbole(rec_split_dir, RecBoleConfig(model="BPR", epochs=2, embedding_size=8), progress=False)
+    assert "BPR epoch 1/2: loss" in caplog.text and "BPR epoch 2/2: loss" in caplog.text
+    assert policy.train_seconds is not None and policy.train_seconds > 0
+    assert random.getstate() == states[0]
+    np.testing.assert_array_equal(np.random.get_state()[1], states[1])
+    assert torch.equal(torch.get_rng_state(), states[2])
+    assert torch.get_num_threads() == threads
+    # same seed, same model
+    again = train_recbole(rec_split_dir, RecBoleConfig(model="BPR", epochs=2, embedding_size=8), progress=False)
+    assert torch.equal(again.model.user_embedding.weight, policy.model.user_embedding.weight)
+
+
+def test_a_model_that_needs_features_is_refused_clearly(rec_split_dir):
+    with pytest.raises(ConfigError, match="could not build"):
+        train_recbole(rec_split_dir, RecBoleConfig(model="FDSA", epochs=1), progress=False)
