@@ -1,0 +1,67 @@
+"""`recsim-personas agents train` / `agents eval` on the tiny world (real MiniLM, rank 2, a few examples)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("peft")
+
+from agentkit import World, make_world
+
+from recsim_personas.cli import main
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+def run(capsys, *argv):
+    code = main([*argv, "--json", "--no-progress"])
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if captured.out.strip() else None), captured.err
+
+
+def test_train_then_eval_with_json_output(world, capsys):
+    split, personas = str(world.split.path), str(world.pset.path)
+    out = world.root / "cli-single"
+    train = [
+        *("agents", "train", "--split", split, "--personas", personas, "--backbone", "encoder"),
+        *("--variant", "single", "--memories", "0", "--anchor", "bias", "--max-train", "8", "--max-valid", "4"),
+        *("--rank", "2", "--max-length", "128", "--out", str(out)),
+    ]
+    code, payload, err = run(capsys, *train)
+    assert code == 0, err
+    assert payload["variant"] == "single" and payload["anchor"] == "bias" and payload["memories"] == 0
+    assert [(a["name"], a["status"], a["n_train"]) for a in payload["adapters"]] == [("single", "trained", 8)]
+    assert (out / "adapters" / "single" / "adapter_model.safetensors").is_file()
+    code, payload, _ = run(capsys, *train)  # the same command again: nothing to do
+    assert code == 0 and payload["adapters"][0]["status"] == "skipped"
+
+    code, payload, err = run(
+        capsys,
+        *("agents", "eval", "--split", split, "--personas", personas, "--agents", str(out), "--memories", "1"),
+        *("--raters", "bias", "--max-test", "10", "--out", str(world.root / "cli-report")),
+    )
+    assert code == 0, err
+    labels = [e["label"] for e in payload["entries"]]
+    assert labels == ["bias", "encoder single-LoRA mem0 anchored", "encoder single-LoRA mem1 anchored"]
+    assert payload["n_test"] == 10 and all(e["urr"] == 0.0 for e in payload["entries"])
+    assert all(0 < e["overall"]["rmse_expected"] < 4 for e in payload["entries"])
+    assert set(payload["personas"]) == {"0", "1"} and sum(payload["personas"].values()) == 10
+    assert set(payload["entries"][1]["per_persona"]) == {"0", "1"}
+    for suffix in ("md", "json", "png"):
+        assert (world.root / "cli-report" / f"agents_fidelity.{suffix}").is_file()
+
+
+def test_bad_input_is_one_error_line(world, capsys, tmp_path):
+    split, personas = str(world.split.path), str(world.pset.path)
+    code, _, err = run(capsys, "agents", "eval", "--split", split, "--personas", personas, "--agents", str(tmp_path))
+    assert code == 2 and err.startswith("error: ") and "not a trained persona-agent directory" in err
+    code, _, err = run(capsys, "agents", "train", "--split", split, "--personas", str(tmp_path / "none"))
+    assert code == 2 and "not a finished persona set" in err
+    with pytest.raises(SystemExit):
+        main(["agents", "train", "--split", split, "--personas", personas, "--memories", "-1"])
+    assert "non-negative integer" in capsys.readouterr().err
