@@ -1,5 +1,68 @@
-"""Recommender policies (the RecBole adapter and the offline-vs-simulated gap report are planned)."""
+"""Recommender policies, the RecBole adapter, offline and simulated metrics, and the gap report.
+
+- :mod:`.policies` — the :class:`Policy` protocol, :class:`RandomPolicy`, :class:`PopularPolicy`.
+- :mod:`.recbole_compat` — the shims that make RecBole 1.2.1 run on this stack.
+- :mod:`.recbole_policy` — :class:`RecBoleConfig`, :func:`train_recbole`, :class:`RecBolePolicy` (any RecBole
+  general or sequential model by name; save/load; unseen top-k for our ids).
+- :mod:`.offline` — :func:`evaluate_offline`: Recall/NDCG/MRR@k on the held-out test part.
+- :mod:`.simulated` — :func:`evaluate_policy`: simulated metrics over seeds with confidence intervals.
+- :mod:`.gap` — :func:`run_gap_benchmark` → :class:`GapReport` (markdown, JSON, PNG).
+
+Only the policies are imported eagerly (numpy); the rest loads on first attribute access, so importing this
+package does not import torch, pandas or RecBole.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from recsim_personas.recommenders.policies import POLICIES, Policy, PopularPolicy, RandomPolicy, make_policy
 
-__all__ = ["POLICIES", "Policy", "PopularPolicy", "RandomPolicy", "make_policy"]
+if TYPE_CHECKING:
+    from recsim_personas.recommenders.gap import GapReport, run_gap_benchmark
+    from recsim_personas.recommenders.offline import OfflineMetrics, evaluate_offline
+    from recsim_personas.recommenders.recbole_policy import RecBoleConfig, RecBolePolicy, train_recbole
+    from recsim_personas.recommenders.simulated import SimulatedMetrics, evaluate_policy
+
+_EXPORTS = {
+    "GapReport": "gap",
+    "run_gap_benchmark": "gap",
+    "OfflineMetrics": "offline",
+    "evaluate_offline": "offline",
+    "RecBoleConfig": "recbole_policy",
+    "RecBolePolicy": "recbole_policy",
+    "train_recbole": "recbole_policy",
+    "SimulatedMetrics": "simulated",
+    "evaluate_policy": "simulated",
+}
+
+__all__ = [
+    "POLICIES",
+    "GapReport",
+    "OfflineMetrics",
+    "Policy",
+    "PopularPolicy",
+    "RandomPolicy",
+    "RecBoleConfig",
+    "RecBolePolicy",
+    "SimulatedMetrics",
+    "evaluate_offline",
+    "evaluate_policy",
+    "make_policy",
+    "run_gap_benchmark",
+    "train_recbole",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -130,7 +130,13 @@ def test_registering_the_benchmark_imports_nothing_heavy():
         "from recsim_personas.recommenders._cli import register_benchmark\n"
         "p = argparse.ArgumentParser()\n"
         "register_benchmark(p.add_subparsers(), argparse.ArgumentParser(add_help=False))\n"
+        "import recsim_personas.recommenders as r\n"
         "print(' '.join(m for m in ('torch', 'pandas', 'recbole', 'scipy', 'mesa') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+    from recsim_personas import recommenders
+
+    assert recommenders.evaluate_policy.__module__ == "recsim_personas.recommenders.simulated"
+    with pytest.raises(AttributeError):
+        recommenders.no_such_name  # noqa: B018
