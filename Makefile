@@ -33,6 +33,8 @@ demo: $(STAMP)
 	$(BIN)/recsim-personas personas distill --split $(DEMO_DIR)/split --out $(DEMO_DIR)/personas
 	$(BIN)/recsim-personas personas cluster --personas $(DEMO_DIR)/personas
 	$(BIN)/recsim-personas personas index --personas $(DEMO_DIR)/personas --split $(DEMO_DIR)/split
+	$(BIN)/recsim-personas agents train --split $(DEMO_DIR)/split --personas $(DEMO_DIR)/personas --backbone encoder --variant persona --memories 1 --anchor bias --max-train 300 --max-valid 100 --out $(DEMO_DIR)/agents
+	$(BIN)/recsim-personas agents eval --split $(DEMO_DIR)/split --personas $(DEMO_DIR)/personas --agents $(DEMO_DIR)/agents --raters bias,mf --max-test 300 --out $(DEMO_DIR)/agents_fidelity
 	$(BIN)/recsim-personas simulate --split $(DEMO_DIR)/split --days 30 --policy random --seed 0
 
 test: $(STAMP)
