@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -124,11 +125,11 @@ def resolve_model(name: str) -> tuple[str, Kind]:
     by_lower = {m.lower(): m for m in models}
     canonical = by_lower.get(name.lower())
     if canonical is None:
-        close = suggest(name, models) or suggest(name.lower(), list(by_lower))
-        close = close.replace("'", "'")
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
+        hint = (" Did you mean " + " or ".join(repr(by_lower[c]) for c in close) + "?") if close else ""
         raise ConfigError(
             f"unknown RecBole model {name!r}: expected one of RecBole {_recbole_version()}'s general or sequential"
-            f" models.{close} Known models: {', '.join(sorted(models))}."
+            f" models.{hint} Known models: {', '.join(sorted(models))}."
         )
     return canonical, models[canonical]
 
@@ -547,6 +548,7 @@ class RecBolePolicy:
                 "kind": self.kind,
                 "split_id": self.split_id,
                 "config": self.config.to_dict(),
+                "recbole_config": self.config.recbole_params("<split atomic files>", "<temporary>", False),
                 "mapping_sha256": _mapping_hash(self.user_tokens, self.item_tokens),
                 "train_seconds": self.train_seconds,
                 "versions": _versions(),
