@@ -613,6 +613,11 @@ def run_gap_benchmark(
                 watched_test=watched_test_fidelity(sim.watched, split.test),
             )
         )
+    versions = {"recsim_personas": __version__, "numpy": np.__version__, "scipy": scipy.__version__}
+    if any(n.startswith(RECBOLE_PREFIX) for n in names):
+        from recsim_personas.recommenders.recbole_policy import _versions
+
+        versions = _versions()
     fidelity = {
         "rater_on_test": rater_fidelity(world, split.test, seed=seeds[0]),
         "watched_test": watched_test_fidelity(all_watched, split.test),
@@ -627,5 +632,5 @@ def run_gap_benchmark(
         results=results,
         fidelity=fidelity,
         wall_seconds=time.perf_counter() - t0,
-        versions={"recsim_personas": __version__, "numpy": np.__version__, "scipy": scipy.__version__},
+        versions=versions,
     )

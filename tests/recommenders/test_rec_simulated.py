@@ -73,3 +73,26 @@ def test_bad_inputs_are_refused(rec_world):
 
     with pytest.raises(ConfigError, match="policy 'seen-first' showed item index"):
         evaluate_policy(ENV, SeenFirst(), [0], days=2, world=rec_world, progress=False)
+
+
+def test_evaluate_policy_builds_the_world_from_a_split_directory(rec_split_dir):
+    from recsim_personas.data.protocol import Split
+
+    policy = PopularPolicy.from_history(Split.load(rec_split_dir).history(), np.arange(1, 61), 5)
+    res = evaluate_policy(ENV, policy, [0], days=2, split=str(rec_split_dir), rater="bias", progress=False)
+    assert res.users == 20 and res.totals[0]["days"] == 2
+
+
+@pytest.mark.parametrize("model", ["BPR", "SASRec"])
+def test_recbole_policies_drive_the_vector_env_in_batches(trained, rec_world, model):
+    import gymnasium as gym
+
+    policy = trained[model]
+    envs = gym.make_vec(ENV, num_envs=4, world=rec_world, slate_size=5, history_len=10)
+    obs, _ = envs.reset(seed=0)
+    for _ in range(6):
+        actions = policy.act_batch(obs)
+        assert actions.shape == (4, 5)
+        assert not obs["seen"][np.arange(4)[:, None], actions].any()
+        obs, *_ = envs.step(actions)
+    envs.close()
