@@ -10,7 +10,9 @@ its top ``k`` is compared with the set of items the user rated in the test part.
 - MRR@k = 1 / rank of the first hit (0 without a hit);
 
 each averaged over users with at least one test item. These are RecBole's definitions; the tests check the
-figures against RecBole's own evaluator on the same split.
+figures against RecBole's own evaluator on the same split. Ties in a policy's scores are the policy's business
+(:class:`~recsim_personas.recommenders.recbole_policy.RecBolePolicy` breaks them by item index, RecBole's
+evaluator by ``torch.topk``), so only tie-free models can agree exactly.
 
 The policy is asked exactly as the simulation asks it (``policy.act_batch(obs)`` with the observations of
 a fresh population), so the offline and simulated figures come from the same code path.
