@@ -46,6 +46,8 @@ SIM_LABELS = {
     "exit_rate": "exit rate",
     "returning": "returning",
     "likes_per_user": "likes/user",
+    "coverage": "coverage",
+    "shown_popularity": "shown popularity",
 }
 RECBOLE_DEFAULTS: dict[str, dict[str, Any]] = {
     "Pop": {"epochs": 1},
@@ -289,7 +291,7 @@ class GapReport:
             "|---|" + "---|" * len(SIM_METRICS),
         ]
         for r in self.results:
-            cells = [_ci(r.simulated[m], 1 if m == "likes_per_user" else 3) for m in SIM_METRICS]
+            cells = [_ci(r.simulated[m], 1 if m in ("likes_per_user", "shown_popularity") else 3) for m in SIM_METRICS]
             lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
         tau = self.kendall()
         lines += [
@@ -455,6 +457,15 @@ def _reading(rep: GapReport) -> list[str]:
         f"{max(ratings):.2f}), the watch rate moves more ({min(watch):.3f}–{max(watch):.3f}): recommenders differ in"
         " how much users find worth watching and whether they come back, not in how much they enjoy it once"
         " watched — which offline accuracy does not measure at all."
+    )
+    cov = ", ".join(
+        f"{r.name} {r.simulated['coverage']['mean']:.0%} / {r.simulated['shown_popularity']['mean']:.0f}"
+        for r in rep.results
+    )
+    out.append(
+        f"Catalogue coverage over {rep.days} days / mean popularity (history ratings) of the shown movies: {cov}."
+        " Offline accuracy rewards concentrating on popular movies (they are the likeliest next ratings); whether"
+        " that also pays in simulation depends on how the rater treats them."
     )
     shares = {r.name: r.watched_test.get("test_share", 0.0) for r in rep.results}
     hi = max(shares, key=shares.get)  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ DataCollector's totals:
 | `exit_rate`         | share of sessions the user left before the page limit                      |
 | `returning`         | share of users still returning after ``days`` days (not churned)           |
 | `likes_per_user`    | liked watches per user over the run (watching × liking, the headline)      |
+| `coverage`          | share of the catalogue shown at least once                                 |
+| `shown_popularity`  | mean number of history ratings of the shown movies (popularity bias)       |
 
 and reports each metric's mean over seeds with a Student-t confidence interval. The slates are checked
 on the way: a policy that shows out-of-range items, repeats, or items the user has seen while unseen ones
@@ -41,9 +43,11 @@ SIM_METRICS = (
     "exit_rate",
     "returning",
     "likes_per_user",
+    "coverage",
+    "shown_popularity",
 )
 """The simulated metrics, in report order."""
-RATES = ("like_rate", "watch_rate", "exit_rate", "returning")
+RATES = ("like_rate", "watch_rate", "exit_rate", "returning", "coverage")
 """The metrics that are shares (their intervals are clipped to [0, 1])."""
 
 
@@ -119,19 +123,26 @@ class SimulatedMetrics:
 
 
 class CheckedPolicy:
-    """Wraps a policy so that every batch of slates is validated (see :func:`check_policy_slates`)."""
+    """Wraps a policy so that every batch of slates is validated (see :func:`check_policy_slates`) and
+    counted (:attr:`shown`: how often each item index was shown since the last :meth:`reset_counts`)."""
 
     def __init__(self, policy: Any, n_items: int) -> None:
         self.policy, self.n_items = policy, n_items
         self.name = str(getattr(policy, "name", type(policy).__name__))
         self.slate_size = int(policy.slate_size)
+        self.shown = np.zeros(n_items, dtype=np.int64)
+
+    def reset_counts(self) -> None:
+        self.shown[:] = 0
 
     def act_batch(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         from recsim_personas.recommenders.offline import check_policy_slates
 
         slates = np.asarray(self.policy.act_batch(obs))
         check_policy_slates(self.name, slates, obs["seen"], self.slate_size, self.n_items)
-        return slates.astype(np.int64, copy=False)
+        slates = slates.astype(np.int64, copy=False)
+        np.add.at(self.shown, slates.ravel(), 1)
+        return slates
 
 
 def _make_env(env_id: str, **kwargs: Any) -> Any:
@@ -209,10 +220,14 @@ def evaluate_policy(
         if callable(getattr(policy, "seed", None)):
             policy.seed(policy_seq)
         population = Population(w, config, rng=np.random.default_rng(pop_seq))
+        checked.reset_counts()
         summary = population.run_days(days, checked, history_len=history_len, progress=False)
         t = summary["totals"]
         totals.append(t)
         values = _seed_metrics(t, w.n_users)
+        shown = checked.shown
+        values["coverage"] = float((shown > 0).mean())
+        values["shown_popularity"] = float(shown @ w.item_popularity / shown.sum()) if shown.sum() else 0.0
         for name in SIM_METRICS:
             per_seed[name].append(values[name])
         watched.append(_watched(population, start_len))

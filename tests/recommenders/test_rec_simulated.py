@@ -47,6 +47,11 @@ def test_evaluate_policy_reports_every_metric_over_the_seeds(rec_world):
     assert by_hand["totals"] == t0
     again = evaluate_policy(ENV, policy, [0, 1, 2], days=4, world=rec_world, progress=False)
     assert again.totals == res.totals  # seeded
+    # random slates cover more of the catalogue, with less popular movies, than the most popular ones
+    rnd = evaluate_policy(ENV, RandomPolicy(rec_world.n_items, 5), [0, 1, 2], days=4, world=rec_world, progress=False)
+    assert rnd.metrics["coverage"].mean > res.metrics["coverage"].mean
+    assert rnd.metrics["shown_popularity"].mean < res.metrics["shown_popularity"].mean
+    assert res.metrics["shown_popularity"].mean <= rec_world.item_popularity.max()
 
 
 def test_policies_differ_in_simulation(rec_world, trained):
