@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -94,7 +95,12 @@ Kind = Literal["general", "sequential"]
 
 # ------------------------------------------------------------------------------------------- models
 def recbole_models() -> dict[str, Kind]:
-    """RecBole's general and sequential models: ``{class name: kind}``."""
+    """RecBole's general and sequential models: ``{class name: kind}`` (a fresh copy)."""
+    return dict(_recbole_models())
+
+
+@functools.cache
+def _recbole_models() -> dict[str, Kind]:
     from recsim_personas.recommenders.recbole_compat import apply
 
     apply()
@@ -119,7 +125,7 @@ def resolve_model(name: str) -> tuple[str, Kind]:
     Raises:
         ConfigError: not a RecBole general or sequential model; the message lists the closest names.
     """
-    models = recbole_models()
+    models = _recbole_models()
     if not isinstance(name, str) or not name:
         raise ConfigError(f"expected a RecBole model name such as 'BPR', got {name!r}.")
     by_lower = {m.lower(): m for m in models}
