@@ -2,10 +2,11 @@
 
 The paper's protocol split of ML-100K (200 users, seed 0), offline personas, K clusters by the elbow rule and
 the FAISS memory index (built here if ``--world`` lacks them). Then, for every variant of the MiniLM-L6
-agent — single LoRA / persona LoRAs × 0 / ``--memories`` memories × anchored on the bias prior / unanchored —
-train (``--max-train`` RAFT examples, early stopping on ``--max-valid`` validation examples) and score it on
-the same seeded sample of ``--max-test`` test ratings as the classical raters (RMSE, MAE, URR, W1, per
-persona). Training is resumable: rerunning the script skips finished variants.
+agent — single LoRA / persona LoRAs × 0 / 1 memories × anchored on the bias prior / unanchored (or, with
+``--anchors mf``, anchored on the biased-MF prior) — train (``--max-train`` RAFT examples, early stopping on
+``--max-valid`` validation examples) and score it on the same seeded sample of ``--max-test`` test ratings as
+the classical raters (RMSE, MAE, URR, W1, per persona). Training is resumable: rerunning the script skips
+finished variants.
 
 Prints one JSON object and writes ``report.md``, ``report.json`` and ``agents_fidelity.png`` into ``--out``.
 
@@ -34,8 +35,10 @@ class Args:
     """validation examples per variant"""
     max_test: int = 1000
     """test ratings scored (seeded sample; 0 = all 11,474)"""
-    memories: int = 1
-    """memories of the 'with memories' variants"""
+    memory_settings: str = "0,1"
+    """comma-separated memories per prompt (0 = Ms only)"""
+    anchors: str = "bias,none"
+    """comma-separated anchoring priors (bias, mf, none)"""
     rank: int = 16
     """LoRA rank"""
     epochs: int = 1
@@ -115,8 +118,8 @@ def main() -> None:
     backbone = BackboneConfig(kind="encoder", max_length=args.max_length)
     training = {}
     for variant in args.variants.split(","):
-        for memories in (0, args.memories):
-            for anchor in ("bias", "none"):
+        for memories in [int(m) for m in args.memory_settings.split(",")]:
+            for anchor in args.anchors.split(","):
                 tag = f"{variant}-mem{memories}-{anchor}"
                 cfg = LoraTrainConfig(
                     variant=variant,

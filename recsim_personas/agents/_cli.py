@@ -54,7 +54,7 @@ def register_agents(
     tr.add_argument("--model", default=None, help="model id or directory (default: minilm / smollm2, offline)")
     tr.add_argument("--variant", choices=["persona", "single"], default="persona", help="default: persona")
     tr.add_argument("--memories", type=_nonneg_int, default=1, help="retrieved memories per prompt (default: 1)")
-    tr.add_argument("--anchor", choices=["bias", "none"], default="bias", help="prior anchoring (default: bias)")
+    tr.add_argument("--anchor", choices=["bias", "mf", "none"], default="bias", help="prior anchoring (default: bias)")
     tr.add_argument("--max-train", type=_pos_int, default=None, help="at most N training examples (default: all)")
     tr.add_argument("--max-valid", type=_pos_int, default=1000, help="at most N validation examples (default: 1000)")
     tr.add_argument("--rank", type=_pos_int, default=None, help="LoRA rank (default: 256 causal, 16 encoder)")
@@ -82,7 +82,7 @@ def register_agents(
     ev.add_argument("--prompt-only", action="store_true", help="also score the base causal LM without adapters")
     ev.add_argument("--model", default=None, help="causal model of --prompt-only (default: smollm2)")
     ev.add_argument(
-        "--anchor", choices=["bias", "none"], default="none", help="anchoring of --prompt-only (default: none)"
+        "--anchor", choices=["bias", "mf", "none"], default="none", help="anchoring of --prompt-only (default: none)"
     )
     ev.add_argument("--urr-sample", type=_nonneg_int, default=100, help="free-generation answers for the URR")
     ev.add_argument("--raters", default="bias,mf", help="classical raters beside the agents (default: bias,mf)")
@@ -215,7 +215,7 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
                     family="agent",
                     variant=agents.variant,
                     memories=k,
-                    anchor="bias" if agents.anchored else "none",
+                    anchor=agents.prior.name if agents.prior is not None else "none",
                     progress=progress,
                 )
             )
@@ -259,5 +259,7 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
 
 
 def _label(agents: Any) -> str:
+    from recsim_personas.agents.persona_agents import anchor_label
+
     label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[agents.variant]
-    return f"{agents.kind} {label} mem{agents.memories} {'anchored' if agents.anchored else 'unanchored'}"
+    return f"{agents.kind} {label} mem{agents.memories} {anchor_label(agents.prior)}"

@@ -85,10 +85,11 @@ class AgentFidelityReport:
         for e in self.entries:
             r = e.overall
             speed = r.n / r.seconds if r.seconds > 0 else float("nan")
+            rate = f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}"
             lines.append(
                 f"| {e.label} | {'' if e.memories is None else e.memories} | {e.anchor or ''} |"
                 f" {r.rmse_expected:.4f} | {r.mae_expected:.4f} | {e.urr:.3f} | {r.w1:.4f} | {r.w1_user:.4f} |"
-                f" {r.nll:.4f} | {speed:,.0f} |"
+                f" {r.nll:.4f} | {rate} |"
             )
         clusters = sorted(self.personas, key=int)
         if clusters:

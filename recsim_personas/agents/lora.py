@@ -13,9 +13,9 @@ The training driver of the persona agents (:func:`train_agents`):
    The encoder's ``rating_head`` is saved per adapter (``modules_to_save``).
 4. **Prior anchoring** (``anchor="bias"``, the default): the loss is the cross entropy of
    ``backbone logits + log P_prior(r | u, i)``, where ``P_prior`` is the classical
-   :class:`~recsim_personas.agents.classical.BiasRater` fitted on the split's history (train + background,
-   never a test rating). The adapter learns the residual. The prior's fit is stored in the artifact
-   (:class:`AnchorPrior`: JSON + parquet), so inference does not refit it.
+   :class:`~recsim_personas.agents.classical.BiasRater` (``anchor="mf"``: the biased-MF rater) fitted on the
+   split's history (train + background, never a test rating). The adapter learns the residual. The prior's
+   fit is stored in the artifact (:class:`AnchorPrior`: JSON + parquet), so inference does not refit it.
 5. **Early stopping** on the validation slice: the validation NLL is measured before training (the
    untrained adapter, which with anchoring is the prior) and after every epoch; the best state is kept and
    training stops after ``patience`` epochs without improvement.
@@ -62,7 +62,7 @@ import torch
 from recsim_personas import __version__
 from recsim_personas._io import atomic_path, sha256_file, write_json
 from recsim_personas.agents.backbones import BackboneConfig, build_backbone, lora_targets
-from recsim_personas.agents.classical import BiasRater, _gaussian_table
+from recsim_personas.agents.classical import BiasRater, MFConfig, MFRater, _gaussian_table
 from recsim_personas.agents.prompt import PromptBuilder, PromptConfig
 from recsim_personas.agents.raft import RaftConfig, RaftExample, raft_examples
 from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError, unknown_choice
@@ -72,7 +72,8 @@ logger = logging.getLogger(__name__)
 AGENTS_FORMAT = "recsim-personas/persona-agents"
 AGENTS_FORMAT_VERSION = 1
 VARIANTS: tuple[str, ...] = ("persona", "single")
-ANCHORS: tuple[str, ...] = ("bias", "none")
+ANCHORS: tuple[str, ...] = ("bias", "mf", "none")
+PRIORS: tuple[str, ...] = ("bias", "mf")
 SINGLE_ADAPTER = "single"
 DEFAULT_RANK = {"causal": 256, "encoder": 16}
 DEFAULT_ALPHA = {"causal": 32, "encoder": 32}
@@ -95,8 +96,8 @@ class LoraTrainConfig:
     Attributes:
         variant: ``"persona"`` (one adapter per persona cluster) or ``"single"`` (one adapter for all users).
         memories: retrieved memories per prompt (0 = Ms only; the paper: 1).
-        anchor: ``"bias"`` (logits + the bias rater's log-probabilities; the adapter learns the residual) or
-            ``"none"``.
+        anchor: ``"bias"`` (logits + the bias rater's log-probabilities; the adapter learns the residual),
+            ``"mf"`` (the same with the biased-MF rater) or ``"none"``.
         rank: LoRA rank; ``None`` = 256 for causal LMs (the paper), 16 for the encoder.
         alpha: LoRA alpha; ``None`` = 32.
         dropout: LoRA dropout.
@@ -115,7 +116,7 @@ class LoraTrainConfig:
 
     variant: Literal["persona", "single"] = "persona"
     memories: int = 1
-    anchor: Literal["bias", "none"] = "bias"
+    anchor: Literal["bias", "mf", "none"] = "bias"
     rank: int | None = None
     alpha: int | None = None
     dropout: float = 0.05
@@ -196,66 +197,93 @@ def prompt_config(kind: str, template: str, max_length: int) -> PromptConfig:
 # the anchoring prior
 # ---------------------------------------------------------------------------------------------------------
 class AnchorPrior:
-    """The classical prior the agents' logits are anchored on: a :class:`BiasRater` and its log-probs.
+    """The classical prior the agents' logits are anchored on (a fitted bias or MF rater) and its log-probs.
 
     Args:
-        rater: a fitted :class:`BiasRater`.
+        rater: a fitted :class:`BiasRater` or :class:`MFRater`.
     """
 
-    name = "bias"
-
-    def __init__(self, rater: BiasRater) -> None:
+    def __init__(self, rater: BiasRater | MFRater) -> None:
+        if not isinstance(rater, BiasRater | MFRater):
+            raise ConfigError(f"the anchoring prior must be a bias or MF rater, got {type(rater).__name__}.")
         rater._check_fitted()
         self.rater = rater
+        self.name = rater.name
 
     @classmethod
-    def fit(cls, history: pd.DataFrame) -> AnchorPrior:
-        """Fit the bias rater on ``history`` (train + background ratings; never test ratings). Deterministic."""
-        return cls(BiasRater().fit(history))
+    def fit(cls, history: pd.DataFrame, kind: str = "bias") -> AnchorPrior:
+        """Fit the ``kind`` rater (``"bias"`` or ``"mf"``) on ``history`` (train + background ratings; never a
+        test rating). Deterministic (MF draws from its own seeded generator)."""
+        if kind not in PRIORS:
+            raise unknown_choice("anchoring prior", str(kind), PRIORS)
+        return cls((BiasRater() if kind == "bias" else MFRater()).fit(history))
 
     def log_probs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``log P_prior(rating = k + 1 | user, item)``, float64 (n, 5), finite."""
         return np.log(np.maximum(self.rater.predict(users, items), 1e-12))
 
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, str]:
-        """Write ``prior.json`` + ``user_bias.parquet`` + ``item_bias.parquet``; returns their sha256."""
+        """Write ``prior.json``, ``user_bias.parquet`` and ``item_bias.parquet`` (ids, biases and for MF the factor
+        columns ``f0``…; no pickle); returns their sha256."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         r = self.rater
-        for name, series in (("user_bias.parquet", r.user_bias_), ("item_bias.parquet", r.item_bias_)):
-            frame = pd.DataFrame({"id": series.index.to_numpy(dtype=np.int64), "bias": series.to_numpy()})
+        if isinstance(r, BiasRater):
+            frames = {
+                "user_bias.parquet": _frame(r.user_bias_.index, r.user_bias_.to_numpy(), None),
+                "item_bias.parquet": _frame(r.item_bias_.index, r.item_bias_.to_numpy(), None),
+            }
+            params = {"reg_user": r.reg_user, "reg_item": r.reg_item, "n_sweeps": r.n_sweeps}
+        else:
+            frames = {
+                "user_bias.parquet": _frame(r.user_index_, r.bu_, r.P_),
+                "item_bias.parquet": _frame(r.item_index_, r.bi_, r.Q_),
+            }
+            params = {"config": dataclasses.asdict(r.config), "best_epochs": r._best_epochs}
+        for name, frame in frames.items():
             with atomic_path(out / name) as tmp:
                 frame.to_parquet(tmp, index=False)
-        write_json(
-            out / "prior.json",
-            {
-                "rater": "bias",
-                "mu": r.mu_,
-                "sigma": r.sigma,
-                "reg_user": r.reg_user,
-                "reg_item": r.reg_item,
-                "n_sweeps": r.n_sweeps,
-                "calibration_share": r.calibration_share,
-            },
-        )
-        return {n: sha256_file(out / n) for n in ("prior.json", "user_bias.parquet", "item_bias.parquet")}
+        meta = {"rater": r.name, "mu": r.mu_, "sigma": r.sigma, "calibration_share": r.calibration_share, **params}
+        write_json(out / "prior.json", meta)
+        return {n: sha256_file(out / n) for n in ("prior.json", *frames)}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AnchorPrior:
         path = Path(path)
         try:
             meta = json.loads((path / "prior.json").read_text(encoding="utf-8"))
-            ub = pd.read_parquet(path / "user_bias.parquet")
-            ib = pd.read_parquet(path / "item_bias.parquet")
+            users = pd.read_parquet(path / "user_bias.parquet")
+            items = pd.read_parquet(path / "item_bias.parquet")
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"cannot read the anchoring prior in {str(path)!r}: {exc}.") from exc
-        rater = BiasRater(meta["reg_user"], meta["reg_item"], meta["n_sweeps"], meta["calibration_share"])
+        uid = pd.Index(users["id"].to_numpy(dtype=np.int64))
+        iid = pd.Index(items["id"].to_numpy(dtype=np.int64))
+        rater: BiasRater | MFRater
+        if meta["rater"] == "bias":
+            rater = BiasRater(meta["reg_user"], meta["reg_item"], meta["n_sweeps"], meta["calibration_share"])
+            rater.user_bias_ = pd.Series(users["bias"].to_numpy(), index=uid)
+            rater.item_bias_ = pd.Series(items["bias"].to_numpy(), index=iid)
+        elif meta["rater"] == "mf":
+            rater = MFRater(MFConfig(**meta["config"]), meta["calibration_share"])
+            rater._best_epochs = meta["best_epochs"]
+            rater.user_index_, rater.item_index_ = uid, iid
+            rater.bu_, rater.bi_ = users["bias"].to_numpy(), items["bias"].to_numpy()
+            rater.P_ = users.filter(regex=r"^f\d+$").to_numpy(dtype=np.float64)
+            rater.Q_ = items.filter(regex=r"^f\d+$").to_numpy(dtype=np.float64)
+        else:
+            raise ArtifactError(f"{path / 'prior.json'}: unknown prior rater {meta['rater']!r}.")
         rater.mu_ = float(meta["mu"])
-        rater.user_bias_ = pd.Series(ub["bias"].to_numpy(), index=pd.Index(ub["id"].to_numpy(dtype=np.int64)))
-        rater.item_bias_ = pd.Series(ib["bias"].to_numpy(), index=pd.Index(ib["id"].to_numpy(dtype=np.int64)))
         rater.sigma = float(meta["sigma"])
         rater._table = _gaussian_table(rater.sigma)
         return cls(rater)
+
+
+def _frame(ids: pd.Index, bias: np.ndarray, factors: np.ndarray | None) -> pd.DataFrame:
+    cols: dict[str, Any] = {"id": np.asarray(ids, dtype=np.int64), "bias": np.asarray(bias, dtype=np.float64)}
+    if factors is not None:
+        for k in range(factors.shape[1]):
+            cols[f"f{k}"] = factors[:, k]
+    return pd.DataFrame(cols)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -554,8 +582,8 @@ def train_agents(
 
     prior_files: dict[str, str] = {}
     prior = None
-    if cfg.anchor == "bias":
-        prior = AnchorPrior.fit(split.history())
+    if cfg.anchor != "none":
+        prior = AnchorPrior.fit(split.history(), cfg.anchor)
         prior_files = prior.save(out / "prior")
 
     raft = RaftConfig(
@@ -619,7 +647,7 @@ def train_agents(
         "prompt": dataclasses.asdict(builder.cfg),
         "cluster_map": {str(u): n for u, n in sorted(cmap.items())},
         "adapters": {n: {**adapter_meta[n], "files": files[n]} for n in names},
-        "prior": {"rater": "bias", "files": prior_files} if prior is not None else None,
+        "prior": {"rater": prior.name, "files": prior_files} if prior is not None else None,
         "raft": dataclasses.asdict(raft),
         "counts": {"train": len(train_ex), "valid": len(valid_ex)},
         "truncation": builder.truncation_stats(),

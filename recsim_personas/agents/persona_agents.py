@@ -97,7 +97,7 @@ class PersonaAgents:
         self.kind = "causal" if hasattr(backbone, "rating_tokens") else "encoder"
         self.anchored = prior is not None
         label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[variant]
-        self.name = name or f"{self.kind} {label} mem{self.memories} {'anchored' if self.anchored else 'unanchored'}"
+        self.name = name or f"{self.kind} {label} mem{self.memories} {anchor_label(prior)}"
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -224,18 +224,18 @@ class PersonaAgents:
     ) -> PersonaAgents:
         """The prompted baseline: the base causal LM, no adapter, the rating read from the rating tokens.
 
-        ``anchor="bias"`` adds the bias prior fitted (deterministically) on the split's history.
+        ``anchor="bias"`` (or ``"mf"``) adds that classical prior, fitted (deterministically) on the split's history.
         """
         backbone = backbone or BackboneConfig(kind="causal")
         if backbone.kind != "causal":
             raise ConfigError("the prompt-only baseline needs a causal LM (an encoder's rating head is untrained).")
-        if anchor not in ("bias", "none"):
-            raise ConfigError(f"anchor must be 'bias' or 'none', got {anchor!r}.")
+        if anchor not in ("bias", "mf", "none"):
+            raise ConfigError(f"anchor must be 'bias', 'mf' or 'none', got {anchor!r}.")
         pset.check_split(split.split_id)
         base, tokenizer = build_backbone(backbone, cache_dir=cache_dir)
         pcfg = prompt_config("causal", template, int(backbone.max_length or 512))
         builder = PromptBuilder(tokenizer, pset, split.catalog().describe, pcfg)
-        prior = AnchorPrior.fit(split.history()) if anchor == "bias" else None
+        prior = AnchorPrior.fit(split.history(), anchor) if anchor != "none" else None
         return cls(
             model=base,
             backbone=base,
@@ -306,6 +306,13 @@ class PersonaAgents:
         return f"PersonaAgents({self.name!r}, adapters={n}, memories={self.memories})"
 
 
+def anchor_label(prior: AnchorPrior | None) -> str:
+    """``"anchored"`` (bias prior), ``"anchored-mf"`` or ``"unanchored"``: the anchoring part of a report label."""
+    if prior is None:
+        return "unanchored"
+    return "anchored" if prior.name == "bias" else f"anchored-{prior.name}"
+
+
 def measure_urr(
     agents: PersonaAgents, users: np.ndarray, items: np.ndarray, *, max_new_tokens: int = 4, batch_size: int = 8
 ) -> tuple[float, list[str]]:
@@ -337,4 +344,4 @@ def measure_urr(
     return (bad / len(answers) if answers else 0.0), answers
 
 
-__all__ = ["SINGLE_ADAPTER", "PersonaAgents", "measure_urr"]
+__all__ = ["SINGLE_ADAPTER", "PersonaAgents", "anchor_label", "measure_urr"]

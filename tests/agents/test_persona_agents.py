@@ -71,7 +71,7 @@ def test_train_config_validation_defaults_and_round_trip():
     with pytest.raises(ConfigError, match="'persona'"):
         LoraTrainConfig(variant="personas")
     with pytest.raises(ConfigError, match="anchor"):
-        LoraTrainConfig(anchor="mf")
+        LoraTrainConfig(anchor="item")
     with pytest.raises(ConfigError, match=r"LoraTrainConfig\.rank"):
         LoraTrainConfig(rank=0)
     with pytest.raises(ConfigError, match=r"LoraTrainConfig\.memories"):
@@ -112,6 +112,17 @@ def test_prior_is_stored_and_equals_a_deterministic_refit(world, trained):
     u, i = requests(world)
     np.testing.assert_array_equal(stored.log_probs(u, i), refit.log_probs(u, i))
     assert np.isfinite(stored.log_probs(u, i)).all()
+
+
+def test_mf_prior_round_trips_through_parquet(world, tmp_path):
+    prior = AnchorPrior.fit(world.split.history(), "mf")
+    files = prior.save(tmp_path)
+    assert set(files) == {"prior.json", "user_bias.parquet", "item_bias.parquet"}
+    loaded = AnchorPrior.load(tmp_path)
+    u, i = requests(world)
+    assert loaded.name == "mf" and loaded.rater.P_.shape == prior.rater.P_.shape
+    np.testing.assert_array_equal(loaded.log_probs(u, i), prior.log_probs(u, i))
+    assert not np.allclose(loaded.log_probs(u, i), AnchorPrior.fit(world.split.history()).log_probs(u, i))
 
 
 # ---------------------------------------------------------------------------------------------------------
