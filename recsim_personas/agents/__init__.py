@@ -1,28 +1,62 @@
-"""Simulated-user models: the Rater contract, classical raters and the fidelity evaluation.
+"""Simulated-user models: the Rater contract, classical raters, the fidelity evaluation and persona agents.
 
-Importing this package does not import torch; the torch-based raters import it when they fit.
+- :mod:`.rater` — the :class:`Rater` protocol and distribution helpers.
+- :mod:`.classical` — global / user / item / bias / MF raters.
+- :mod:`.fidelity` — :func:`evaluate_fidelity` → :class:`FidelityReport`.
+- :mod:`.backbones`, :mod:`.prompt`, :mod:`.raft` — SLM backbones, the agent prompt, RAFT examples.
+- :mod:`.lora` — persona-LoRA training (:func:`~.lora.train_agents`); :mod:`.persona_agents` — the
+  mixed-adapter :class:`~.persona_agents.PersonaAgents` rater; :mod:`.agent_report` — their fidelity report.
+
+Every export loads on first attribute access, so importing this package (or its light ``_cli`` module, which
+``recsim-personas --help`` does) imports neither torch nor pandas.
 """
 
-from recsim_personas.agents.classical import (
-    CLASSICAL_RATERS,
-    BiasRater,
-    GlobalMeanRater,
-    ItemMeanRater,
-    MFConfig,
-    MFRater,
-    PointRater,
-    UserMeanRater,
-    make_rater,
-)
-from recsim_personas.agents.fidelity import FidelityReport, evaluate_fidelity
-from recsim_personas.agents.rater import (
-    Rater,
-    check_distribution,
-    expected_rating,
-    most_likely_rating,
-    rating_histogram,
-    sample_ratings,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recsim_personas.agents.classical import (
+        CLASSICAL_RATERS,
+        BiasRater,
+        GlobalMeanRater,
+        ItemMeanRater,
+        MFConfig,
+        MFRater,
+        PointRater,
+        UserMeanRater,
+        make_rater,
+    )
+    from recsim_personas.agents.fidelity import FidelityReport, evaluate_fidelity
+    from recsim_personas.agents.rater import (
+        Rater,
+        check_distribution,
+        expected_rating,
+        most_likely_rating,
+        rating_histogram,
+        sample_ratings,
+    )
+
+_EXPORTS = {
+    "CLASSICAL_RATERS": "classical",
+    "BiasRater": "classical",
+    "GlobalMeanRater": "classical",
+    "ItemMeanRater": "classical",
+    "MFConfig": "classical",
+    "MFRater": "classical",
+    "PointRater": "classical",
+    "UserMeanRater": "classical",
+    "make_rater": "classical",
+    "FidelityReport": "fidelity",
+    "evaluate_fidelity": "fidelity",
+    "Rater": "rater",
+    "check_distribution": "rater",
+    "expected_rating": "rater",
+    "most_likely_rating": "rater",
+    "rating_histogram": "rater",
+    "sample_ratings": "rater",
+}
 
 __all__ = [
     "CLASSICAL_RATERS",
@@ -43,3 +77,16 @@ __all__ = [
     "rating_histogram",
     "sample_ratings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -95,20 +95,10 @@ def register_agents(
 
 
 def load_world(split_dir: str, personas_dir: str, *, need_clusters: bool = True, need_index: bool = True) -> Any:
-    """(split, persona set, clusters or None, memory index or None), each checked against the others."""
-    from recsim_personas._io import sha256_file
-    from recsim_personas.data.protocol import Split
-    from recsim_personas.personas.clustering import load_clusters
-    from recsim_personas.personas.memory import MemoryIndex
-    from recsim_personas.personas.store import load_persona_set
+    """See :func:`recsim_personas.agents.persona_agents.load_world` (imported here lazily: it needs torch)."""
+    from recsim_personas.agents.persona_agents import load_world as load
 
-    split = Split.load(split_dir)
-    pset = load_persona_set(personas_dir, split_id=split.split_id)
-    clusters = load_clusters(pset.path / "clusters", pset) if need_clusters else None
-    index = None
-    if need_index:
-        index = MemoryIndex.load(pset.path / "memory", personas_manifest=sha256_file(pset.path / "manifest.json"))
-    return split, pset, clusters, index
+    return load(split_dir, personas_dir, need_clusters=need_clusters, need_index=need_index)
 
 
 def _threads(args: argparse.Namespace) -> None:

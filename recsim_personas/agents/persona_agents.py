@@ -306,6 +306,34 @@ class PersonaAgents:
         return f"PersonaAgents({self.name!r}, adapters={n}, memories={self.memories})"
 
 
+def load_world(
+    split_dir: str | os.PathLike[str],
+    personas_dir: str | os.PathLike[str],
+    *,
+    need_clusters: bool = True,
+    need_index: bool = True,
+) -> tuple[Any, Any, Any, Any]:
+    """``(split, persona set, clusters or None, memory index or None)``, each checked against the others.
+
+    The clusters are read from ``<personas>/clusters``, the memory index from ``<personas>/memory``.
+
+    Raises:
+        ArtifactError: a missing or stale artifact, or personas of another split (names the command to run).
+    """
+    from recsim_personas.data.protocol import Split
+    from recsim_personas.personas.clustering import load_clusters
+    from recsim_personas.personas.memory import MemoryIndex
+    from recsim_personas.personas.store import load_persona_set
+
+    split = Split.load(split_dir)
+    pset = load_persona_set(personas_dir, split_id=split.split_id)
+    clusters = load_clusters(pset.path / "clusters", pset) if need_clusters else None
+    index = None
+    if need_index:
+        index = MemoryIndex.load(pset.path / "memory", personas_manifest=sha256_file(pset.path / "manifest.json"))
+    return split, pset, clusters, index
+
+
 def anchor_label(prior: AnchorPrior | None) -> str:
     """``"anchored"`` (bias prior), ``"anchored-mf"`` or ``"unanchored"``: the anchoring part of a report label."""
     if prior is None:
@@ -344,4 +372,4 @@ def measure_urr(
     return (bad / len(answers) if answers else 0.0), answers
 
 
-__all__ = ["SINGLE_ADAPTER", "PersonaAgents", "anchor_label", "measure_urr"]
+__all__ = ["SINGLE_ADAPTER", "PersonaAgents", "anchor_label", "load_world", "measure_urr"]
