@@ -645,6 +645,7 @@ def train_agents(
         "format_version": AGENTS_FORMAT_VERSION,
         "kind": kind,
         "prompt": dataclasses.asdict(builder.cfg),
+        "personas_path": str(Path(pset.path).resolve()) if pset.path else None,
         "cluster_map": {str(u): n for u, n in sorted(cmap.items())},
         "adapters": {n: {**adapter_meta[n], "files": files[n]} for n in names},
         "prior": {"rater": prior.name, "files": prior_files} if prior is not None else None,

@@ -208,6 +208,43 @@ class PersonaAgents:
         )
 
     @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        split: Any,
+        *,
+        personas: str | os.PathLike[str] | None = None,
+        memories: int | None = None,
+        batch_size: int = 32,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> PersonaAgents:
+        """:meth:`load` with the persona set and memory index the agents were trained on.
+
+        They are read from ``personas`` or, by default, from the directory recorded in the manifest
+        (``personas_path``); the memory index from its ``memory/`` sub-directory when it exists. This is all
+        an environment needs to turn ``agents:DIR`` into a rater.
+
+        Raises:
+            ArtifactError: no personas directory recorded or found, or one that does not match the agents.
+        """
+        from recsim_personas.personas.memory import MemoryIndex
+        from recsim_personas.personas.store import load_persona_set
+
+        manifest = read_agents_manifest(path)
+        directory = personas if personas is not None else manifest.get("personas_path")
+        if not directory or not Path(directory).is_dir():
+            raise ArtifactError(
+                f"agents {str(path)!r}: the persona set they were trained on ({directory!r}) is not there. Fix:"
+                " pass personas=DIR (CLI: --personas DIR)."
+            )
+        pset = load_persona_set(directory, split_id=split.split_id)
+        index = None
+        if (Path(directory) / "memory" / "manifest.json").is_file():
+            digest = sha256_file(Path(directory) / "manifest.json")
+            index = MemoryIndex.load(Path(directory) / "memory", personas_manifest=digest)
+        return cls.load(path, split, pset, index, memories=memories, batch_size=batch_size, cache_dir=cache_dir)
+
+    @classmethod
     def prompt_only(
         cls,
         split: Any,

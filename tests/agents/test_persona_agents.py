@@ -186,6 +186,16 @@ def test_agents_follow_the_rater_contract_in_the_fidelity_evaluation(agents, wor
     assert report.rows[0].rater == agents.name and np.isfinite(report.rows[0].rmse_expected)
 
 
+def test_open_finds_the_personas_and_memories_the_agents_were_trained_on(world, trained, tmp_path):
+    u, i = requests(world, 4)
+    opened = PersonaAgents.open(trained, world.split)
+    assert opened.index is not None and opened.memories == 1
+    fresh = PersonaAgents.load(trained, world.split, world.pset, world.index)  # the fixture's adapters were perturbed
+    np.testing.assert_allclose(opened.logits(u, i), fresh.logits(u, i), atol=1e-6)
+    with pytest.raises(ArtifactError, match="personas=DIR"):
+        PersonaAgents.open(trained, world.split, personas=tmp_path / "elsewhere")
+
+
 def test_user_without_a_persona_is_a_clear_error(agents, world):
     with pytest.raises(UnknownUserError, match="user_id 999 has no persona adapter"):
         agents.predict(np.array([999]), np.array([1]))
