@@ -47,6 +47,15 @@ from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError
 logger = logging.getLogger(__name__)
 
 
+def _check_split(manifest: dict[str, Any], path: Path, split: Any) -> None:
+    if manifest["split_id"] != split.split_id:
+        raise ArtifactError(
+            f"agents {str(path)!r} were trained on split {manifest['split_id'][:12]}…, not on split"
+            f" {split.split_id[:12]}… ({split.path}). Fix: pass the split they were trained on, or train agents"
+            " for this split with `recsim-personas agents train`."
+        )
+
+
 class PersonaAgents:
     """SLM persona agents as a :class:`~recsim_personas.agents.rater.Rater`.
 
@@ -134,12 +143,7 @@ class PersonaAgents:
 
         path = Path(path)
         manifest = read_agents_manifest(path)
-        if manifest["split_id"] != split.split_id:
-            raise ArtifactError(
-                f"agents {str(path)!r} were trained on split {manifest['split_id'][:12]}…, not on split"
-                f" {split.split_id[:12]}… ({split.path}). Fix: pass the split they were trained on, or train agents"
-                " for this split with `recsim-personas agents train`."
-            )
+        _check_split(manifest, path, split)
         pm = sha256_file(Path(pset.path) / "manifest.json") if pset.path else ""
         if manifest["personas_manifest"] != pm:
             raise ArtifactError(
@@ -231,6 +235,7 @@ class PersonaAgents:
         from recsim_personas.personas.store import load_persona_set
 
         manifest = read_agents_manifest(path)
+        _check_split(manifest, Path(path), split)
         directory = personas if personas is not None else manifest.get("personas_path")
         if not directory or not Path(directory).is_dir():
             raise ArtifactError(

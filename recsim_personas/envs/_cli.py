@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-RATER_HELP = "bias (default) or another classical rater (global, user, item, mf); agents:DIR is not available yet"
+RATER_HELP = (
+    "bias (default), another classical rater (global, user, item, mf), or agents:DIR (persona agents from"
+    " `agents train --out DIR`)"
+)
 
 
 def _positive_int(value: str) -> int:
@@ -54,7 +57,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from recsim_personas.cli import _emit
-    from recsim_personas.envs.factory import AGENTS_PREFIX, load_split, make_world
+    from recsim_personas.envs.factory import load_split, make_world
     from recsim_personas.envs.model import Population
     from recsim_personas.envs.session import SessionConfig
     from recsim_personas.errors import ConfigError, unknown_choice
@@ -62,8 +65,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.policy not in POLICIES:
         raise unknown_choice("policy", args.policy, POLICIES)
-    if args.rater.startswith(AGENTS_PREFIX):
-        raise ConfigError("persona agents are not available yet; use --rater bias")
     if args.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {args.seed!r}.")
     split = load_split(args.split)

@@ -41,17 +41,29 @@ def load_split(split: str | os.PathLike[str] | Split) -> Split:
 def resolve_rater(rater: str | Rater, split: Split) -> Rater:
     """A ready rater: a classical rater's name (fitted on ``split.history()``) or a rater object as is.
 
+    ``agents:DIR`` loads the persona agents trained with ``recsim-personas agents train --out DIR``
+    (:meth:`~recsim_personas.agents.persona_agents.PersonaAgents.open`: every persona adapter, the persona set
+    and the memory index recorded in their manifest, checked against ``split``).
+
     Raises:
-        ConfigError: an unknown name, ``agents:DIR`` (persona agents are not available yet), or an object
-            without a ``predict`` method.
+        ConfigError: an unknown name, an empty ``agents:`` path, or an object without a ``predict`` method.
+        ArtifactError: agents of another split, or an unfinished or altered agents directory.
     """
     from recsim_personas.agents.classical import CLASSICAL_RATERS, make_rater
 
     if isinstance(rater, str):
         if rater.startswith(AGENTS_PREFIX):
-            raise ConfigError(
-                f"rater {rater!r}: persona agents are not available yet; use --rater bias (or rater='bias')."
-            )
+            path = rater[len(AGENTS_PREFIX) :]
+            if not path:
+                raise ConfigError(
+                    f"rater {rater!r}: name the agents directory, e.g. agents:runs/agents (from `recsim-personas"
+                    " agents train --out DIR`)."
+                )
+            from recsim_personas.agents.persona_agents import PersonaAgents
+
+            agents = PersonaAgents.open(path, split)
+            logger.info("loaded persona agents %s from %s", agents.name, path)
+            return agents
         if rater not in CLASSICAL_RATERS:
             raise unknown_choice("rater", rater, [*CLASSICAL_RATERS, AGENTS_PREFIX + "DIR"])
         fitted = make_rater(rater).fit(split.history())
@@ -70,7 +82,8 @@ def make_world(split: str | os.PathLike[str] | Split, rater: str | Rater = "bias
     Args:
         split: a split directory (from ``recsim-personas data prepare``) or a loaded ``Split``.
         rater: ``"bias"`` (default) or another classical rater's name — fitted on ``split.history()``
-            (train + background, no test rating) — or any object implementing the Rater protocol.
+            (train + background, no test rating) —, ``"agents:DIR"`` (trained persona agents), or any object
+            implementing the Rater protocol.
 
     Returns:
         the :class:`~recsim_personas.envs.model.World`: the split's items (ascending ids), its sampled users

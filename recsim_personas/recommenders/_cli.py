@@ -52,7 +52,8 @@ def register_benchmark(
     p.add_argument(
         "--rater",
         default="bias",
-        help="the simulated users' rater: bias (default), another classical rater, or agents:DIR (when available)",
+        help="the simulated users' rater: bias (default), another classical rater, or agents:DIR (persona agents"
+        " from `agents train --out DIR`)",
     )
     p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default: {DEFAULT_POLICIES})")
     p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="simulation seeds (default: 0,1,2)")
@@ -72,8 +73,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from recsim_personas.errors import ConfigError
     from recsim_personas.recommenders.gap import parse_policies, run_gap_benchmark
 
-    # --rater is resolved by the simulation factory (make_world): classical raters by name; agents:DIR raises
-    # a clear "not available" error until the persona agents are wired in there.
+    # --rater is resolved by the simulation factory (make_world): classical raters by name, agents:DIR loads the
+    # persona agents.
     policies = parse_policies(args.policies)  # validates every name before any work
     if args.slate_size < 10:
         raise ConfigError(f"--slate-size must be at least 10 (the offline metrics are @10), got {args.slate_size}.")

@@ -557,8 +557,8 @@ def run_gap_benchmark(
     Args:
         split: a split directory or a loaded ``Split``.
         policies: names (``random``, ``pop``, ``recbole:<Model>``), as a list or comma-separated.
-        rater: the simulated users' rater (``bias`` and the other classical raters; ``agents:DIR`` is not
-            available yet).
+        rater: the simulated users' rater: ``bias`` or another classical rater, or ``agents:DIR`` (persona
+            agents; see :func:`recsim_personas.envs.factory.resolve_rater`).
         seeds: simulation seeds (also the seed of the Random policy's streams and of RecBole's training:
             the first seed).
         days: simulated days per seed.

@@ -288,3 +288,45 @@ def test_interrupted_adapter_resumes_from_its_last_epoch(world, tmp_path, monkey
     epochs = [json.loads(x)["epoch"] for x in (out / "train_log.jsonl").read_text().splitlines() if '"epoch"' in x]
     assert epochs == [2] and result.adapters[0].epochs == 2  # resumed at epoch 2: epoch 1 was not trained again
     assert set(json.loads((out / "manifest.json").read_text())["cluster_map"].values()) == {"single"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the agents as the simulated users' rater (`agents:DIR`)
+# ---------------------------------------------------------------------------------------------------------
+def test_environment_and_simulate_cli_take_agents_dir(world, trained, capsys):
+    import json
+
+    import gymnasium as gym
+
+    import recsim_personas  # noqa: F401  (registers the environment id)
+    from recsim_personas.cli import main
+
+    env = gym.make("recsim_personas/MovieLens-v0", split=str(world.split.path), rater=f"agents:{trained}", slate_size=5)
+    rater = env.unwrapped.world.rater
+    assert isinstance(rater, PersonaAgents) and rater.variant == "persona" and rater.index is not None
+    env.reset(seed=0)
+    *_, info = env.step(np.arange(5, dtype=np.int64))
+    # the watched items' expected ratings are the agents' own expected ratings for this user
+    uid = info["user_id"]
+    unseen = info["expected_ratings"] > 0
+    want = rater.predict(np.full(int(unseen.sum()), uid), info["item_ids"][unseen]) @ np.arange(1, 6)
+    np.testing.assert_allclose(info["expected_ratings"][unseen], want, atol=1e-9)
+    env.close()
+
+    argv = ["simulate", "--split", str(world.split.path), "--rater", f"agents:{trained}", "--days", "1"]
+    assert main([*argv, "--slate-size", "5", "--json", "--no-progress"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["rater"] == rater.name and payload["per_day"][0]["day"] == 1
+
+
+def test_agents_dir_errors_name_the_fix(world, trained, tmp_path, capsys):
+    from recsim_personas.cli import main
+
+    base = ["simulate", "--split", str(world.split.path), "--days", "1"]
+    assert main([*base, "--rater", f"agents:{tmp_path / 'nowhere'}"]) == 2
+    assert "is not a trained persona-agent directory" in capsys.readouterr().err
+    assert main([*base, "--rater", "agents:"]) == 2
+    assert "name the agents directory" in capsys.readouterr().err
+    other = make_world(tmp_path / "other", n_users=6)  # another split: the agents must be refused
+    assert main(["simulate", "--split", str(other.split.path), "--rater", f"agents:{trained}", "--days", "1"]) == 2
+    assert "were trained on split" in capsys.readouterr().err

@@ -56,7 +56,7 @@ def test_simulate_text_table(capsys, tiny_split_dir):
 @pytest.mark.parametrize(
     ("argv", "error", "message"),
     [
-        (["--rater", "agents:runs/agents"], ConfigError, "persona agents are not available yet; use --rater bias"),
+        (["--rater", "agents:"], ConfigError, "name the agents directory"),
         (["--rater", "bais"], ConfigError, "unknown rater 'bais'. Did you mean 'bias'"),
         (["--policy", "popular"], ConfigError, "unknown policy 'popular'. Did you mean 'pop'"),
         (["--slate-size", "61"], ConfigError, "--slate-size 61 exceeds the split's 60 items"),

@@ -202,7 +202,7 @@ def test_factory_refuses_ambiguous_or_unknown_inputs(tiny_split_dir, tiny_world)
         as_world()
     with pytest.raises(ConfigError, match=r"unknown rater 'bais'\. Did you mean 'bias'"):
         make_population(tiny_split_dir, rater="bais")
-    with pytest.raises(ConfigError, match="persona agents are not available yet"):
+    with pytest.raises(ArtifactError, match="is not a trained persona-agent directory"):
         make_population(tiny_split_dir, rater="agents:/some/dir")
     with pytest.raises(ConfigError, match="object with predict"):
         make_population(tiny_split_dir, rater=object())

@@ -114,7 +114,7 @@ def test_benchmark_cli_writes_the_report(rec_split_dir, tmp_path, capsys):
     [
         (["--policies", "random,popular"], "unknown policy 'popular'"),
         (["--policies", "recbole:LightGNC"], "Did you mean 'LightGCN'"),
-        (["--rater", "agents:/nowhere"], "persona agents are not available yet"),
+        (["--rater", "agents:/nowhere"], "is not a trained persona-agent directory"),
         (["--slate-size", "5"], "--slate-size must be at least 10"),
     ],
 )
