@@ -10,22 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-
-def _nonneg_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
-    return n
-
-
-def _pos_int(value: str) -> int:
-    n = _nonneg_int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
+from recsim_personas._argtypes import non_negative_int, positive_int
 
 
 def register_agents(
@@ -40,7 +25,7 @@ def register_agents(
     world.add_argument(
         "--personas", required=True, help="personas directory with clusters/ and memory/ (from `personas ...`)"
     )
-    world.add_argument("--threads", type=_pos_int, default=None, help="torch CPU threads (default: torch's choice)")
+    world.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
 
     tr = sub.add_parser(
         "train",
@@ -53,18 +38,20 @@ def register_agents(
     tr.add_argument("--backbone", choices=["encoder", "causal"], default="encoder", help="default: encoder (MiniLM)")
     tr.add_argument("--model", default=None, help="model id or directory (default: minilm / smollm2, offline)")
     tr.add_argument("--variant", choices=["persona", "single"], default="persona", help="default: persona")
-    tr.add_argument("--memories", type=_nonneg_int, default=1, help="retrieved memories per prompt (default: 1)")
+    tr.add_argument("--memories", type=non_negative_int, default=1, help="retrieved memories per prompt (default: 1)")
     tr.add_argument("--anchor", choices=["bias", "mf", "none"], default="bias", help="prior anchoring (default: bias)")
-    tr.add_argument("--max-train", type=_pos_int, default=None, help="at most N training examples (default: all)")
-    tr.add_argument("--max-valid", type=_pos_int, default=1000, help="at most N validation examples (default: 1000)")
-    tr.add_argument("--rank", type=_pos_int, default=None, help="LoRA rank (default: 256 causal, 16 encoder)")
-    tr.add_argument("--alpha", type=_pos_int, default=None, help="LoRA alpha (default: 32)")
-    tr.add_argument("--epochs", type=_pos_int, default=1, help="epochs at most (default: 1)")
-    tr.add_argument("--patience", type=_pos_int, default=1, help="epochs without improvement before stopping")
+    tr.add_argument("--max-train", type=positive_int, default=None, help="at most N training examples (default: all)")
+    tr.add_argument(
+        "--max-valid", type=positive_int, default=1000, help="at most N validation examples (default: 1000)"
+    )
+    tr.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (default: 256 causal, 16 encoder)")
+    tr.add_argument("--alpha", type=positive_int, default=None, help="LoRA alpha (default: 32)")
+    tr.add_argument("--epochs", type=positive_int, default=1, help="epochs at most (default: 1)")
+    tr.add_argument("--patience", type=positive_int, default=1, help="epochs without improvement before stopping")
     tr.add_argument("--lr", type=float, default=None, help="learning rate (default: 2e-4 causal, 1e-3 encoder)")
-    tr.add_argument("--batch-size", type=_pos_int, default=16, help="examples per step (default: 16)")
-    tr.add_argument("--max-length", type=_pos_int, default=None, help="prompt token budget (default: 512 / 256)")
-    tr.add_argument("--seed", type=_nonneg_int, default=0, help="root seed (default: 0)")
+    tr.add_argument("--batch-size", type=positive_int, default=16, help="examples per step (default: 16)")
+    tr.add_argument("--max-length", type=positive_int, default=None, help="prompt token budget (default: 512 / 256)")
+    tr.add_argument("--seed", type=non_negative_int, default=0, help="root seed (default: 0)")
     tr.add_argument("--out", default=None, help="artifact directory (default: PERSONAS/agents/<backbone>-<variant>-…)")
     tr.add_argument("--overwrite", action="store_true", help="replace an artifact of another configuration in --out")
     tr.set_defaults(func=cmd_agents_train)
@@ -78,17 +65,19 @@ def register_agents(
         " rating-histogram distances, overall and per persona cluster.",
     )
     ev.add_argument("--agents", nargs="*", default=[], help="trained agent directories (from `agents train`)")
-    ev.add_argument("--memories", type=_nonneg_int, default=None, help="also score each agent with K memories (e.g. 0)")
+    ev.add_argument(
+        "--memories", type=non_negative_int, default=None, help="also score each agent with K memories (e.g. 0)"
+    )
     ev.add_argument("--prompt-only", action="store_true", help="also score the base causal LM without adapters")
     ev.add_argument("--model", default=None, help="causal model of --prompt-only (default: smollm2)")
     ev.add_argument(
         "--anchor", choices=["bias", "mf", "none"], default="none", help="anchoring of --prompt-only (default: none)"
     )
-    ev.add_argument("--urr-sample", type=_nonneg_int, default=100, help="free-generation answers for the URR")
+    ev.add_argument("--urr-sample", type=non_negative_int, default=100, help="free-generation answers for the URR")
     ev.add_argument("--raters", default="bias,mf", help="classical raters beside the agents (default: bias,mf)")
-    ev.add_argument("--max-test", type=_pos_int, default=None, help="score a seeded sample of N test ratings")
-    ev.add_argument("--batch-size", type=_pos_int, default=32, help="prompts per forward pass (default: 32)")
-    ev.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the test sample (default: 0)")
+    ev.add_argument("--max-test", type=positive_int, default=None, help="score a seeded sample of N test ratings")
+    ev.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward pass (default: 32)")
+    ev.add_argument("--seed", type=non_negative_int, default=0, help="seed of the test sample (default: 0)")
     ev.add_argument("--out", default=None, help="directory for agents_fidelity.md/.json/.png")
     ev.set_defaults(func=cmd_agents_eval)
     return agents

@@ -10,20 +10,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from recsim_personas._argtypes import positive_int
+
 RATER_HELP = (
     "bias (default), another classical rater (global, user, item, mf), or agents:DIR (persona agents from"
     " `agents train --out DIR`)"
 )
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
 
 
 def register_simulate(
@@ -43,9 +35,9 @@ def register_simulate(
     p.add_argument("--split", required=True, help="split directory (from `data prepare`)")
     p.add_argument("--rater", default="bias", help=RATER_HELP)
     p.add_argument("--policy", default="random", help="random or pop (most popular unseen items); default random")
-    p.add_argument("--days", type=_positive_int, default=30, help="days to simulate (default: 30)")
+    p.add_argument("--days", type=positive_int, default=30, help="days to simulate (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="root seed of the run (default: 0)")
-    p.add_argument("--slate-size", type=_positive_int, default=10, help="items per page (default: 10)")
+    p.add_argument("--slate-size", type=positive_int, default=10, help="items per page (default: 10)")
     p.set_defaults(func=cmd_simulate)
     return p
 

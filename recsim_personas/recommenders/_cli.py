@@ -10,17 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from recsim_personas._argtypes import positive_int
+
 DEFAULT_POLICIES = "random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec"
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
 
 
 def _seeds(value: str) -> tuple[int, ...]:
@@ -57,9 +49,9 @@ def register_benchmark(
     )
     p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default: {DEFAULT_POLICIES})")
     p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="simulation seeds (default: 0,1,2)")
-    p.add_argument("--days", type=_positive_int, default=30, help="simulated days per seed (default: 30)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs of every RecBole model")
-    p.add_argument("--slate-size", type=_positive_int, default=10, help="items per page (default: 10)")
+    p.add_argument("--days", type=positive_int, default=30, help="simulated days per seed (default: 30)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs of every RecBole model")
+    p.add_argument("--slate-size", type=positive_int, default=10, help="items per page (default: 10)")
     p.add_argument("--out", default=None, help="directory for gap.md/.json/.png and models/ (trained RecBole models)")
     p.set_defaults(func=cmd_benchmark)
     return p
