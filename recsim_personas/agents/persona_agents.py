@@ -43,8 +43,12 @@ from recsim_personas.agents.lora import (
 from recsim_personas.agents.prompt import PromptBuilder, PromptConfig
 from recsim_personas.agents.rater import N_LEVELS, as_requests
 from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError
+from recsim_personas.personas.memory import MemoryHit
 
 logger = logging.getLogger(__name__)
+
+OBSERVED_REASON = "I watched this movie and rated it {rating} out of 5."
+"""The reason of a memory added by :meth:`PersonaAgents.observe` (a watch in the simulation)."""
 
 
 def _check_split(manifest: dict[str, Any], path: Path, split: Any) -> None:
@@ -105,6 +109,8 @@ class PersonaAgents:
         self.batch_size = int(batch_size)
         self.kind = "causal" if hasattr(backbone, "rating_tokens") else "encoder"
         self.anchored = prior is not None
+        # memories of movies watched in a simulation (see observe): user_id -> [(item_id, rating, key (d,))]
+        self._observed: dict[int, list[tuple[int, int, np.ndarray]]] = {}
         label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[variant]
         self.name = name or f"{self.kind} {label} mem{self.memories} {anchor_label(prior)}"
 
@@ -310,14 +316,55 @@ class PersonaAgents:
                 f" {some}). Fix: train agents on a split and persona set that include this user."
             ) from None
 
+    # -- memories of the simulation -------------------------------------------------------------
+    def observe(self, user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray) -> None:
+        """Remember movies the users watched and rated in a simulation (the environment calls this).
+
+        Each becomes a memory "I watched this movie and rated it r out of 5." keyed by the movie's
+        description embedding, and competes with the train memories in later retrievals (by cosine
+        similarity to the requested movie, never the requested movie itself). The train memory index on
+        disk is not changed; :meth:`forget_observed` drops these memories again.
+
+        Args:
+            user_ids, item_ids: int (n,); ratings: int (n,) in 1..5.
+        """
+        if self.memories == 0 or self.index is None:
+            return
+        users, items = as_requests(user_ids, item_ids)
+        keys = self.index.item_vector(items)
+        for u, i, r, key in zip(users, items, np.asarray(ratings, dtype=np.int64), keys, strict=True):
+            self._observed.setdefault(int(u), []).append((int(i), int(r), key))
+
+    def forget_observed(self) -> None:
+        """Drop every memory added by :meth:`observe` (a new simulated population starts from the train data)."""
+        self._observed.clear()
+
+    def retrieve(self, users: np.ndarray, items: np.ndarray) -> list[list[MemoryHit]]:
+        """The ``memories`` most similar memories per request: train memories and observed ones, best first."""
+        if self.memories == 0:
+            return [[] for _ in range(len(users))]
+        hits = self.index.retrieve_batch(users, items, self.memories)
+        if not self._observed:
+            return hits
+        queries = self.index.item_vector(items)
+        for q, (u, i) in enumerate(zip(users, items, strict=True)):
+            seen = self._observed.get(int(u))
+            if not seen:
+                continue
+            keys = np.stack([k for _, _, k in seen])
+            scores = keys @ queries[q]
+            extra = [
+                MemoryHit(item, rating, OBSERVED_REASON.format(rating=rating), float(score))
+                for (item, rating, _), score in zip(seen, scores, strict=True)
+                if item != int(i)
+            ]
+            hits[q] = sorted([*hits[q], *extra], key=lambda h: -h.score)[: self.memories]
+        return hits
+
     def prompts(self, users: np.ndarray, items: np.ndarray) -> tuple[list[list[int]], list[str] | None]:
         """Token-id prompts and per-row adapter names of a batch of requests."""
         names = [self.adapter_of(int(u)) for u in users]
-        hits = (
-            self.index.retrieve_batch(users, items, self.memories)
-            if self.memories > 0
-            else [[] for _ in range(len(users))]
-        )
+        hits = self.retrieve(users, items)
         rows = [self.builder.build(int(u), int(i), h).ids for u, i, h in zip(users, items, hits, strict=True)]
         return rows, (None if self.cluster_map is None else [str(n) for n in names])
 

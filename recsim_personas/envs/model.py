@@ -314,6 +314,9 @@ class Population(mesa.Model):
         self._return_prop = np.ones(n_users, dtype=np.float64)
         self._observe = getattr(world.rater, "observe", None)
         self._observe = self._observe if callable(self._observe) else None
+        forget = getattr(world.rater, "forget_observed", None)
+        if callable(forget):  # a fresh population starts from the train histories: so do the rater's memories
+            forget()
         self.queue: deque[int] = deque()
         self.day_start_probability = np.zeros(n_users, dtype=np.float64)
         self.day_uniform = np.ones(n_users, dtype=np.float64)
@@ -420,7 +423,9 @@ class Population(mesa.Model):
         Asks the rater once for every (user, shown item) pair the user has not seen, validates its output,
         draws the watch decisions, the ratings and the continue/exit decisions from the model's generator,
         adds the watched items to the users' histories and seen sets, calls the rater's optional
-        ``observe(user_ids, item_ids, ratings)`` with them, and ends the sessions that are over.
+        ``observe(user_ids, item_ids, ratings)`` with them, and ends the sessions that are over. (A new
+        population calls the rater's optional ``forget_observed()`` first, so what an earlier population
+        taught the rater does not leak into this one.)
 
         Args:
             users: distinct user indices, all in a session, int (N,).

@@ -330,3 +330,27 @@ def test_agents_dir_errors_name_the_fix(world, trained, tmp_path, capsys):
     other = make_world(tmp_path / "other", n_users=6)  # another split: the agents must be refused
     assert main(["simulate", "--split", str(other.split.path), "--rater", f"agents:{trained}", "--days", "1"]) == 2
     assert "were trained on split" in capsys.readouterr().err
+
+
+def test_watches_in_a_simulation_become_memories_until_a_new_population(world, trained):
+    from recsim_personas.agents.persona_agents import OBSERVED_REASON
+    from recsim_personas.envs import Population
+    from recsim_personas.envs import make_world as make_sim_world
+
+    agents = PersonaAgents.load(trained, world.split, world.pset, world.index, memories=50)  # > any user's memories
+    test = world.split.test
+    u = int(test.user_id.iloc[0])
+    watched, target = (int(i) for i in test.item_id[test.user_id == u].to_numpy()[:2])
+    users, targets = np.array([u]), np.array([target])
+    before = agents.retrieve(users, targets)[0]
+    assert watched not in {h.item_id for h in before}
+
+    agents.observe(users, np.array([watched]), np.array([5]))
+    hits = [h for h in agents.retrieve(users, targets)[0] if h.item_id == watched]
+    assert len(hits) == 1 and hits[0].rating == 5 and hits[0].reason == OBSERVED_REASON.format(rating=5)
+    assert watched not in {h.item_id for h in agents.retrieve(users, np.array([watched]))[0]}  # never the target
+    other = int(test.user_id[test.user_id != u].iloc[0])
+    assert watched not in {h.item_id for h in agents.retrieve(np.array([other]), targets)[0]}  # only its user's
+
+    Population(make_sim_world(world.split, agents), seed=0)  # a fresh population: the rater forgets
+    assert agents.retrieve(users, targets)[0] == before
