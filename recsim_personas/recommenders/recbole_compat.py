@@ -20,6 +20,9 @@ here, applied by :func:`apply` (idempotent, and before ``recbole`` is imported):
   version problem, but the library never writes relative to the cwd): inside ``recbole.trainer.trainer``,
   ``get_tensorboard`` returns a writer that discards everything (RecBole's log lines and progress bars still
   show the training).
+- RecBole's ``Config`` reads ``--key=value`` options from the *process's* command line and lets them
+  override the configuration (warning about every other argument); the ``Config`` that
+  :func:`import_recbole` returns sees an empty command line (everything goes through ``config_dict``).
 - **pandas 3** changed NaN filling in a way RecBole silently mishandles; ``pandas<3`` is a declared bound
   (``pyproject.toml``) and :func:`check_versions` refuses pandas ≥ 3 with a clear message.
 
@@ -32,8 +35,10 @@ import hashlib
 import importlib
 import logging
 import os
+import sys
 import threading
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,6 +238,25 @@ class RecBoleAPI:
     ModelType: Any
 
 
+def _config_ignoring_argv(config_class: Callable[..., Any]) -> Callable[..., Any]:
+    """RecBole's ``Config`` with an empty command line.
+
+    ``Config`` reads ``--key=value`` options from ``sys.argv`` and lets them override the configuration (and
+    warns about every other argument), so ``recsim-personas benchmark --seed=3`` would silently set RecBole's
+    seed. The library passes everything through ``config_dict``; the process's command line is not RecBole's.
+    """
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        saved = sys.argv
+        sys.argv = saved[:1]
+        try:
+            return config_class(*args, **kwargs)
+        finally:
+            sys.argv = saved
+
+    return make
+
+
 def import_recbole() -> RecBoleAPI:
     """Apply the shims, then import and return the parts of RecBole this library uses."""
     apply()
@@ -242,7 +266,7 @@ def import_recbole() -> RecBoleAPI:
     from recbole.utils import ModelType, get_model, get_trainer, init_seed
 
     return RecBoleAPI(
-        Config=Config,
+        Config=_config_ignoring_argv(Config),
         create_dataset=create_dataset,
         data_preparation=data_preparation,
         get_model=get_model,

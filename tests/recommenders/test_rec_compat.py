@@ -118,3 +118,18 @@ def test_pandas_3_is_refused_and_the_bound_is_declared():
         recbole_compat._check_pandas("3.0.0")
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert any(dep.replace(" ", "").startswith("pandas>=2.1,<3") for dep in pyproject["project"]["dependencies"])
+
+
+def test_recbole_config_ignores_the_process_command_line(tmp_path, monkeypatch):
+    from recbole.config import Config
+
+    api = import_recbole()
+    argv = ["recsim-personas", "benchmark", "--epochs=999", "--learning_rate=0.5"]
+    monkeypatch.setattr("sys.argv", argv)
+    raw = Config(model="Pop", dataset="recsim", config_dict={"data_path": str(tmp_path), "use_gpu": False})
+    assert raw["epochs"] == 999  # what RecBole itself does with the command line
+    config = _config(api, tmp_path)
+    assert config["epochs"] != 999 and config["learning_rate"] != 0.5
+    import sys
+
+    assert sys.argv == argv  # restored
