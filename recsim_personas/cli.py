@@ -29,6 +29,17 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
         sys.stdout.write(text.rstrip("\n") + "\n")
 
 
+def _emit_report(args: argparse.Namespace, report: Any) -> None:
+    """Save ``report`` into ``args.out`` (when given) and emit it: its dict (+ ``files``) or its markdown."""
+    paths = report.save(args.out) if args.out else {}
+    payload = report.to_dict()
+    payload["files"] = {k: str(v) for k, v in paths.items()}
+    text = report.to_markdown()
+    if paths:
+        text += "\n\nreport: " + ", ".join(str(p) for p in paths.values())
+    _emit(args, payload, text)
+
+
 def _users_arg(value: str) -> int | None:
     if value == "all":
         return None
@@ -130,13 +141,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate_fidelity(
         raters, split.test, fit_on=split.history(), split_id=split.split_id, progress=not args.no_progress
     )
-    paths = report.save(args.out) if args.out else {}
-    payload = report.to_dict()
-    payload["files"] = {k: str(v) for k, v in paths.items()}
-    text = report.to_markdown()
-    if paths:
-        text += "\n\nreport: " + ", ".join(str(p) for p in paths.values())
-    _emit(args, payload, text)
+    _emit_report(args, report)
     return 0
 
 

@@ -156,7 +156,7 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
     from recsim_personas.agents.backbones import BackboneConfig
     from recsim_personas.agents.classical import make_rater
     from recsim_personas.agents.persona_agents import PersonaAgents, measure_urr
-    from recsim_personas.cli import _emit
+    from recsim_personas.cli import _emit_report
     from recsim_personas.errors import ConfigError
 
     _threads(args)
@@ -227,13 +227,7 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         )
-    paths = report.save(args.out) if args.out else {}
-    payload = report.to_dict()
-    payload["files"] = {k: str(v) for k, v in paths.items()}
-    text = report.to_markdown()
-    if paths:
-        text += "\n\nreport: " + ", ".join(str(p) for p in paths.values())
-    _emit(args, payload, text)
+    _emit_report(args, report)
     return 0
 
 

@@ -8,7 +8,6 @@ RecBole); the handler imports them when it runs.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from recsim_personas._argtypes import positive_int
 
@@ -61,7 +60,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     """Run the gap benchmark and print the report (JSON with ``--json``)."""
     from pathlib import Path
 
-    from recsim_personas.cli import _emit
+    from recsim_personas.cli import _emit_report
     from recsim_personas.errors import ConfigError
     from recsim_personas.recommenders.gap import parse_policies, run_gap_benchmark
 
@@ -81,11 +80,5 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         models_dir=Path(args.out) / "models" if args.out else None,
         progress=not args.no_progress,
     )
-    paths = report.save(args.out) if args.out else {}
-    payload: dict[str, Any] = report.to_dict()
-    payload["files"] = {k: str(v) for k, v in paths.items()}
-    text = report.to_markdown()
-    if paths:
-        text += "\nreport: " + ", ".join(str(p) for p in paths.values())
-    _emit(args, payload, text)
+    _emit_report(args, report)
     return 0
