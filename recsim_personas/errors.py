@@ -7,8 +7,10 @@ Messages say what was expected, what was received, where (file and line for data
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 class RecsimPersonasError(Exception):
@@ -58,3 +60,19 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
     """Build the error for an unknown name among ``choices``, suggesting the closest ones."""
     choices = sorted(choices)
     return ConfigError(f"unknown {kind} {name!r}.{suggest(name, choices)} Choose one of: {', '.join(choices)}.")
+
+
+def config_from_dict(cls: Any, d: Mapping[str, Any], what: str) -> Any:
+    """``cls(**d)`` for a config dataclass, refusing keys that are not its fields.
+
+    ``what`` names them in the message, e.g. ``"protocol config fields"``; the message lists the unknown
+    keys, the closest field to the first one and every known field.
+    """
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown {what} {', '.join(repr(u) for u in unknown)}.{suggest(unknown[0], known)}"
+            f" Known: {', '.join(known)}."
+        )
+    return cls(**d)

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from recsim_personas._io import atomic_dir, write_json
-from recsim_personas.errors import ConfigError, RecsimPersonasError, unknown_choice
+from recsim_personas.errors import ConfigError, RecsimPersonasError, config_from_dict, unknown_choice
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +143,7 @@ class BackboneConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackboneConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown backbone config fields {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(**d)
+        return config_from_dict(cls, d, "backbone config fields")
 
 
 def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:

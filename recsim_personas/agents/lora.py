@@ -65,7 +65,7 @@ from recsim_personas.agents.backbones import BackboneConfig, build_backbone, lor
 from recsim_personas.agents.classical import BiasRater, MFConfig, MFRater, _gaussian_table
 from recsim_personas.agents.prompt import PromptBuilder, PromptConfig
 from recsim_personas.agents.raft import RaftConfig, RaftExample, raft_examples
-from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError, unknown_choice
+from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError, config_from_dict, unknown_choice
 
 logger = logging.getLogger(__name__)
 
@@ -175,11 +175,7 @@ class LoraTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoraTrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown LoRA training config fields {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(**d)
+        return config_from_dict(cls, d, "LoRA training config fields")
 
 
 def prompt_config(kind: str, template: str, max_length: int) -> PromptConfig:

@@ -41,7 +41,7 @@ from recsim_personas._io import atomic_dir, sha256_file, write_json
 from recsim_personas.data.catalog import ItemCatalog
 from recsim_personas.data.datasets import DATASETS
 from recsim_personas.data.movielens import MovieLens, load_movielens
-from recsim_personas.errors import ArtifactError, ConfigError, unknown_choice
+from recsim_personas.errors import ArtifactError, ConfigError, config_from_dict, unknown_choice
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +100,7 @@ class ProtocolConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProtocolConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown protocol config fields {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(**d)
+        return config_from_dict(cls, d, "protocol config fields")
 
 
 @dataclass(frozen=True)

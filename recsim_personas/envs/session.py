@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recsim_personas.agents.rater import N_LEVELS, RATINGS, sample_ratings
-from recsim_personas.errors import ConfigError, unknown_choice
+from recsim_personas.errors import ConfigError, config_from_dict, unknown_choice
 
 RatingMode = Literal["sample", "expected", "mode"]
 RewardMode = Literal["rating", "likes", "watches"]
@@ -137,11 +137,7 @@ class SessionConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SessionConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise unknown_choice("SessionConfig field", unknown[0], known)
-        return cls(**d)
+        return config_from_dict(cls, d, "SessionConfig field")
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:

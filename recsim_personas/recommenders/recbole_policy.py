@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from recsim_personas._io import atomic_dir, sha256_file, write_json
-from recsim_personas.errors import ArtifactError, ConfigError, RecsimPersonasError, suggest
+from recsim_personas.errors import ArtifactError, ConfigError, RecsimPersonasError, config_from_dict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -212,11 +212,7 @@ class RecBoleConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RecBoleConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown RecBoleConfig field {unknown[0]!r}.{suggest(unknown[0], known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "RecBoleConfig field")
 
     def recbole_params(self, data_path: str, checkpoint_dir: str, progress: bool) -> dict[str, Any]:
         """The ``config_dict`` handed to RecBole's ``Config``."""
