@@ -16,11 +16,8 @@ import argparse
 import json
 import os
 import platform
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 
 @dataclass
@@ -61,76 +58,37 @@ def parse() -> Args:
 
 if __name__ == "__main__":
     args = parse()
-    t_start = time.perf_counter()
 
     from recsim_personas.data import ProtocolConfig, prepare_split
     from recsim_personas.data.protocol import Split
-    from recsim_personas.envs import make_world
-    from recsim_personas.recommenders.gap import (
-        ENV_ID,
-        GapReport,
-        PolicyResult,
-        build_policy,
-        parse_policies,
-        rater_fidelity,
-        watched_test_fidelity,
-    )
-    from recsim_personas.recommenders.offline import evaluate_offline
-    from recsim_personas.recommenders.recbole_policy import recbole_evaluate
-    from recsim_personas.recommenders.simulated import evaluate_policy
+    from recsim_personas.recommenders.gap import run_gap_benchmark
 
     out = Path(args.out)
-    names = parse_policies(args.policies)
 
-    # 1. the split and the simulation world (rater fitted on train + background, never the test part)
+    # 1. the split (the simulated users' rater is fitted on its train + background ratings, never the test part)
     if args.split:
         split = Split.load(args.split)
     else:
         split, _ = prepare_split(ProtocolConfig(dataset="ml-100k", seed=0), out / "split", data_dir=args.data_dir)
-    world = make_world(split, args.rater)
 
-    # 2. per policy: build/train, offline metrics, RecBole's evaluator, simulated metrics over the seeds
-    results, all_watched, agreement = [], [], {}
-    for name in names:
-        policy = build_policy(name, split, world, seed=args.seeds[0], epochs=args.epochs, models_dir=out / "models")
-        t0 = time.perf_counter()
-        offline = evaluate_offline(policy, world, split.test, k=10)
-        recbole = None
-        if name.startswith("recbole:") and policy.kind == "general":
-            recbole = recbole_evaluate(policy, split)
-            agreement[name] = max(abs(recbole[f"{m}@10"] - getattr(offline, m)) for m in ("recall", "ndcg", "mrr"))
-        t1 = time.perf_counter()
-        sim = evaluate_policy(ENV_ID, policy, args.seeds, days=args.days, world=world)
-        all_watched += list(sim.watched)
-        results.append(
-            PolicyResult(
-                name=name,
-                offline={m: getattr(offline, m) for m in ("recall", "ndcg", "mrr")},
-                simulated={m: v.to_dict() for m, v in sim.metrics.items()},
-                recbole=recbole,
-                train_seconds=getattr(policy, "train_seconds", None),
-                offline_seconds=t1 - t0,
-                simulated_seconds=sim.seconds,
-                watched_test=watched_test_fidelity(sim.watched, split.test),
-            )
-        )
-
-    # 3. the gap report, with the simulator's fidelity where ground truth exists
-    report = GapReport(
-        split_id=split.split_id,
-        rater=world.rater_name,
-        seeds=tuple(args.seeds),
+    # 2. per policy: build/train, offline metrics (+ RecBole's evaluator for general RecBole models), simulated
+    #    metrics over the seeds; then the report with the simulator's fidelity where ground truth exists
+    report = run_gap_benchmark(
+        split,
+        args.policies,
+        rater=args.rater,
+        seeds=args.seeds,
         days=args.days,
-        k=10,
-        users=world.n_users,
-        results=results,
-        fidelity={
-            "rater_on_test": rater_fidelity(world, split.test, seed=args.seeds[0]),
-            "watched_test": watched_test_fidelity(all_watched, split.test),
-        },
-        wall_seconds=time.perf_counter() - t_start,
-        versions={"numpy": np.__version__},
+        epochs=args.epochs,
+        models_dir=out / "models",
     )
+
+    # 3. how far our offline metrics are from RecBole's own evaluator (must agree to 3 decimals)
+    agreement = {
+        r.name: max(abs(r.recbole[f"{m}@10"] - r.offline[m]) for m in ("recall", "ndcg", "mrr"))
+        for r in report.results
+        if r.recbole is not None
+    }
     paths = report.save(out)
     payload = report.to_dict()
     payload.update(
