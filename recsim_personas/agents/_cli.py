@@ -40,6 +40,12 @@ def register_agents(
     tr.add_argument("--variant", choices=["persona", "single"], default="persona", help="default: persona")
     tr.add_argument("--memories", type=non_negative_int, default=1, help="retrieved memories per prompt (default: 1)")
     tr.add_argument("--anchor", choices=["bias", "mf", "none"], default="bias", help="prior anchoring (default: bias)")
+    tr.add_argument(
+        "--prior-folds",
+        type=positive_int,
+        default=5,
+        help="anchor each training example on a prior fitted without its fold (default: 5; 1 = in-sample prior)",
+    )
     tr.add_argument("--max-train", type=positive_int, default=None, help="at most N training examples (default: all)")
     tr.add_argument(
         "--max-valid", type=positive_int, default=1000, help="at most N validation examples (default: 1000)"
@@ -108,6 +114,7 @@ def cmd_agents_train(args: argparse.Namespace) -> int:
         variant=args.variant,
         memories=args.memories,
         anchor=args.anchor,
+        prior_folds=args.prior_folds,
         rank=args.rank,
         alpha=args.alpha,
         lr=args.lr,

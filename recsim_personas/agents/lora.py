@@ -16,6 +16,14 @@ The training driver of the persona agents (:func:`train_agents`):
    :class:`~recsim_personas.agents.classical.BiasRater` (``anchor="mf"``: the biased-MF rater) fitted on the
    split's history (train + background, never a test rating). The adapter learns the residual. The prior's
    fit is stored in the artifact (:class:`AnchorPrior`: JSON + parquet), so inference does not refit it.
+   **Out-of-fold prior for the training examples** (``prior_folds``, default 5): the RAFT examples *are*
+   history ratings, so the prior fitted on the whole history has seen every one of them (biased MF reaches
+   RMSE 0.80 on them in-sample, against 0.91 out of fold and 0.95 on the test part) and an adapter trained
+   against it learns to trust a prior that is far more accurate on its training data than it will be on
+   new ratings. So the split's train ratings are dealt into ``prior_folds`` seeded folds; each example is
+   anchored on a prior fitted on the history *without its fold* (:func:`out_of_fold_log_probs`) — the
+   same position as a test rating, which the stored prior has not seen either. ``prior_folds=1`` keeps the
+   in-sample prior (ablation).
 5. **Early stopping** on the validation slice: the validation NLL is measured before training (the
    untrained adapter, which with anchoring is the prior) and after every epoch; the best state is kept and
    training stops after ``patience`` epochs without improvement.
@@ -111,6 +119,8 @@ class LoraTrainConfig:
         max_valid: at most this many validation examples in total.
         validation_share: share of each user's latest train ratings held out for early stopping.
         template: prompt template; ``None`` = ``"paper"`` (causal) / ``"compact"`` (encoder).
+        prior_folds: folds of the out-of-fold prior the training examples are anchored on (see the module
+            docstring); 1 = the prior fitted on the whole history (in-sample for the examples).
         seed: root seed (example sampling, shuffling, adapter initialisation, dropout).
     """
 
@@ -130,6 +140,7 @@ class LoraTrainConfig:
     max_valid: int | None = 1000
     validation_share: float = 0.1
     template: Literal["paper", "compact"] | None = None
+    prior_folds: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -145,7 +156,7 @@ class LoraTrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"LoraTrainConfig.{name} must be a positive integer or None, got {v!r}.")
-        for name in ("epochs", "patience", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "patience", "batch_size", "eval_batch_size", "prior_folds"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"LoraTrainConfig.{name} must be a positive integer, got {v!r}.")
@@ -272,6 +283,38 @@ class AnchorPrior:
         rater.sigma = float(meta["sigma"])
         rater._table = _gaussian_table(rater.sigma)
         return cls(rater)
+
+
+def out_of_fold_log_probs(split: Any, kind: str, folds: int, seed: int) -> pd.DataFrame:
+    """Log-probabilities of every train rating of ``split`` under a prior that has not seen it.
+
+    The train ratings are dealt into ``folds`` folds (seeded, uniformly at random); for each fold the prior
+    ``kind`` is fitted on the split's history without that fold's ratings and predicts them. ``folds=1``
+    gives the in-sample log-probabilities of the prior fitted on the whole history.
+
+    Returns:
+        A frame indexed by ``(user_id, item_id)`` with columns ``lp1`` … ``lp5`` (float64) and ``fold``.
+    """
+    if folds < 1:
+        raise ConfigError(f"prior_folds must be >= 1, got {folds!r}.")
+    train = split.train.reset_index(drop=True)
+    cols = [f"lp{k}" for k in range(1, 6)]
+    users = train["user_id"].to_numpy(dtype=np.int64)
+    items = train["item_id"].to_numpy(dtype=np.int64)
+    out = np.empty((len(train), 5), dtype=np.float64)
+    fold = np.zeros(len(train), dtype=np.int64)
+    if folds == 1:
+        out[:] = AnchorPrior.fit(split.history(), kind).log_probs(users, items)
+    else:
+        fold = np.random.default_rng(seed).permutation(np.arange(len(train)) % folds)
+        for k in range(folds):
+            held = fold == k
+            history = pd.concat([train[~held], split.background], ignore_index=True)
+            out[held] = AnchorPrior.fit(history, kind).log_probs(users[held], items[held])
+    frame = pd.DataFrame(out, columns=cols)
+    frame["fold"] = fold
+    frame.index = pd.MultiIndex.from_arrays([users, items], names=["user_id", "item_id"])
+    return frame
 
 
 def _frame(ids: pd.Index, bias: np.ndarray, factors: np.ndarray | None) -> pd.DataFrame:
@@ -578,9 +621,11 @@ def train_agents(
 
     prior_files: dict[str, str] = {}
     prior = None
+    oof: pd.DataFrame | None = None
     if cfg.anchor != "none":
         prior = AnchorPrior.fit(split.history(), cfg.anchor)
         prior_files = prior.save(out / "prior")
+        oof = out_of_fold_log_probs(split, cfg.anchor, int(cfg.prior_folds), cfg.seed)
 
     raft = RaftConfig(
         memories=cfg.memories,
@@ -623,7 +668,7 @@ def train_agents(
             adapter_meta[name] = meta
             logger.info("adapter %s is already trained; skipping it.", name)
             continue
-        meta = _train_one(model, backbone, builder, prior, name, tr, va, cfg, seeds[k], out, progress)
+        meta = _train_one(model, backbone, builder, oof, name, tr, va, cfg, seeds[k], out, progress)
         _save_adapter(model, name, out)
         write_json(done, meta)
         with open(out / "train_log.jsonl", "a", encoding="utf-8") as f:
@@ -660,7 +705,7 @@ def _train_one(
     model: Any,
     backbone: Any,
     builder: PromptBuilder,
-    prior: AnchorPrior | None,
+    prior: pd.DataFrame | None,
     name: str,
     train: list[RaftExample],
     valid: list[RaftExample],
@@ -669,7 +714,10 @@ def _train_one(
     out: Path,
     progress: bool,
 ) -> dict[str, Any]:
-    """Train adapter ``name`` with early stopping and per-epoch checkpoints; leaves its best state loaded."""
+    """Train adapter ``name`` with early stopping and per-epoch checkpoints; leaves its best state loaded.
+
+    ``prior``: the examples' anchoring log-probabilities (:func:`out_of_fold_log_probs`), or ``None``.
+    """
     from safetensors.torch import load_file
     from tqdm.auto import tqdm
 
@@ -683,7 +731,8 @@ def _train_one(
     def prior_of(examples: list[RaftExample]) -> np.ndarray | None:
         if prior is None or not examples:
             return None
-        return prior.log_probs(np.array([e.user_id for e in examples]), np.array([e.item_id for e in examples]))
+        keys = pd.MultiIndex.from_arrays([[e.user_id for e in examples], [e.item_id for e in examples]])
+        return prior.loc[keys, [f"lp{k}" for k in range(1, 6)]].to_numpy(dtype=np.float64)
 
     tr_prior, va_prior = prior_of(train), prior_of(valid)
     state: dict[str, Any]

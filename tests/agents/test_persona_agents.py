@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -22,7 +23,13 @@ from agentkit import World, make_world  # noqa: E402
 from recsim_personas.agents import lora  # noqa: E402
 from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
 from recsim_personas.agents.fidelity import evaluate_fidelity  # noqa: E402
-from recsim_personas.agents.lora import AnchorPrior, LoraTrainConfig, batched_logits, train_agents  # noqa: E402
+from recsim_personas.agents.lora import (  # noqa: E402
+    AnchorPrior,
+    LoraTrainConfig,
+    batched_logits,
+    out_of_fold_log_probs,
+    train_agents,
+)
 from recsim_personas.agents.persona_agents import PersonaAgents  # noqa: E402
 from recsim_personas.agents.prompt import PromptBuilder, PromptConfig, PromptTooLongError  # noqa: E402
 from recsim_personas.agents.rater import Rater, check_distribution  # noqa: E402
@@ -123,6 +130,28 @@ def test_mf_prior_round_trips_through_parquet(world, tmp_path):
     assert loaded.name == "mf" and loaded.rater.P_.shape == prior.rater.P_.shape
     np.testing.assert_array_equal(loaded.log_probs(u, i), prior.log_probs(u, i))
     assert not np.allclose(loaded.log_probs(u, i), AnchorPrior.fit(world.split.history()).log_probs(u, i))
+
+
+def test_training_examples_are_anchored_on_a_prior_that_has_not_seen_them(world):
+    split = world.split
+    oof = out_of_fold_log_probs(split, "bias", folds=3, seed=0)
+    train = split.train
+    assert len(oof) == len(train) and set(oof["fold"]) == {0, 1, 2}
+    assert oof.index.equals(pd.MultiIndex.from_frame(train[["user_id", "item_id"]].reset_index(drop=True)))
+    cols = [f"lp{k}" for k in range(1, 6)]
+    # fold 1's examples: the prior refitted on the history without exactly those ratings
+    held = oof["fold"].to_numpy() == 1
+    rest = pd.concat([train.reset_index(drop=True)[~held], split.background], ignore_index=True)
+    u, i = train["user_id"].to_numpy()[held], train["item_id"].to_numpy()[held]
+    np.testing.assert_allclose(oof.loc[held, cols].to_numpy(), AnchorPrior.fit(rest).log_probs(u, i))
+    # ... which differs from the in-sample prior (folds=1: the prior fitted on the whole history)
+    insample = out_of_fold_log_probs(split, "bias", folds=1, seed=0)
+    np.testing.assert_allclose(insample.loc[held, cols].to_numpy(), AnchorPrior.fit(split.history()).log_probs(u, i))
+    assert not np.allclose(insample[cols].to_numpy(), oof[cols].to_numpy())
+    # the same seed deals the same folds
+    assert out_of_fold_log_probs(split, "bias", folds=3, seed=0)["fold"].equals(oof["fold"])
+    with pytest.raises(ConfigError, match="prior_folds"):
+        LoraTrainConfig(prior_folds=0)
 
 
 # ---------------------------------------------------------------------------------------------------------
