@@ -46,6 +46,12 @@ def register_agents(
         default=5,
         help="anchor each training example on a prior fitted without its fold (default: 5; 1 = in-sample prior)",
     )
+    tr.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="bfloat16 = mixed-precision training (autocast; fast on CPUs with bf16 matrix units)",
+    )
     tr.add_argument("--max-train", type=positive_int, default=None, help="at most N training examples (default: all)")
     tr.add_argument(
         "--max-valid", type=positive_int, default=1000, help="at most N validation examples (default: 1000)"
@@ -115,6 +121,7 @@ def cmd_agents_train(args: argparse.Namespace) -> int:
         memories=args.memories,
         anchor=args.anchor,
         prior_folds=args.prior_folds,
+        precision=args.precision,
         rank=args.rank,
         alpha=args.alpha,
         lr=args.lr,

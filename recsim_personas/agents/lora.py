@@ -82,6 +82,7 @@ AGENTS_FORMAT_VERSION = 1
 VARIANTS: tuple[str, ...] = ("persona", "single")
 ANCHORS: tuple[str, ...] = ("bias", "mf", "none")
 PRIORS: tuple[str, ...] = ("bias", "mf")
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 SINGLE_ADAPTER = "single"
 DEFAULT_RANK = {"causal": 256, "encoder": 16}
 DEFAULT_ALPHA = {"causal": 32, "encoder": 32}
@@ -119,6 +120,9 @@ class LoraTrainConfig:
         max_valid: at most this many validation examples in total.
         validation_share: share of each user's latest train ratings held out for early stopping.
         template: prompt template; ``None`` = ``"paper"`` (causal) / ``"compact"`` (encoder).
+        precision: ``"float32"``, or ``"bfloat16"`` for mixed precision: forward and backward passes under
+            ``torch.autocast`` in bfloat16 (fast on CPUs with native bfloat16 matrix units), while the LoRA
+            weights, the optimiser state and the loss stay float32.
         prior_folds: folds of the out-of-fold prior the training examples are anchored on (see the module
             docstring); 1 = the prior fitted on the whole history (in-sample for the examples).
         seed: root seed (example sampling, shuffling, adapter initialisation, dropout).
@@ -140,6 +144,7 @@ class LoraTrainConfig:
     max_valid: int | None = 1000
     validation_share: float = 0.1
     template: Literal["paper", "compact"] | None = None
+    precision: Literal["float32", "bfloat16"] = "float32"
     prior_folds: int = 5
     seed: int = 0
 
@@ -168,6 +173,8 @@ class LoraTrainConfig:
             raise ConfigError(f"LoraTrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}.")
         if not 0.0 < self.validation_share < 0.5:
             raise ConfigError(f"LoraTrainConfig.validation_share must be in (0, 0.5), got {self.validation_share!r}.")
+        if self.precision not in PRECISIONS:
+            raise unknown_choice("LoraTrainConfig.precision", str(self.precision), PRECISIONS)
         if self.template is not None and self.template not in ("paper", "compact"):
             raise unknown_choice("LoraTrainConfig.template", str(self.template), ("paper", "compact"))
 
@@ -524,6 +531,11 @@ def _save_adapter(model: Any, name: str, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _autocast(precision: str) -> Any:
+    """``torch.autocast`` on the CPU in bfloat16 for ``precision="bfloat16"``, a no-op context otherwise."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
 def _nll(
     model: Any,
     backbone: Any,
@@ -531,13 +543,15 @@ def _nll(
     y: np.ndarray,
     prior: np.ndarray | None,
     batch_size: int,
+    precision: str = "float32",
 ) -> float:
     """Mean NLL (anchored if ``prior``) of ratings ``y`` (1..5) under the active adapter, eval mode."""
     if not rows:
         return float("nan")
     was_training = model.training
     model.eval()
-    logits = batched_logits(model, backbone, rows, None, batch_size).double()
+    with _autocast(precision):
+        logits = batched_logits(model, backbone, rows, None, batch_size).double()
     if prior is not None:
         logits = logits + torch.as_tensor(prior)
     nll = torch.nn.functional.cross_entropy(logits, torch.as_tensor(y - 1, dtype=torch.long))
@@ -742,7 +756,7 @@ def _train_one(
         best = load_file(str(ckpt / "best.safetensors"))
         logger.info("adapter %s: resuming after epoch %d", name, state["epoch"])
     else:
-        initial = _nll(model, backbone, va_rows, va_y, va_prior, cfg.eval_batch_size)
+        initial = _nll(model, backbone, va_rows, va_y, va_prior, cfg.eval_batch_size, cfg.precision)
         state = {"epoch": 0, "best_epoch": 0, "best_valid_nll": initial, "initial_valid_nll": initial, "since": 0}
         best = _adapter_state(model, name)
     rng = np.random.default_rng(seed)
@@ -763,7 +777,9 @@ def _train_one(
             for lo in tqdm(steps, desc=f"{name} epoch {epoch}", unit="step", disable=not progress, leave=False):
                 idx = order[lo : lo + cfg.batch_size]
                 batch = encode_rows(backbone, [tr_rows[i] for i in idx])
-                logits = model(**batch).double()
+                with _autocast(cfg.precision):
+                    logits = model(**batch)
+                logits = logits.double()
                 if tr_prior is not None:
                     logits = logits + torch.as_tensor(tr_prior[idx])
                 loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(tr_y[idx] - 1, dtype=torch.long))
@@ -771,7 +787,7 @@ def _train_one(
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())
-        valid_nll = _nll(model, backbone, va_rows, va_y, va_prior, cfg.eval_batch_size)
+        valid_nll = _nll(model, backbone, va_rows, va_y, va_prior, cfg.eval_batch_size, cfg.precision)
         improved = bool(valid_nll < state["best_valid_nll"] - 1e-6) or not va_rows
         if improved:
             best = _adapter_state(model, name)

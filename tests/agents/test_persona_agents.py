@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ if importlib.util.find_spec("peft") is None:  # pragma: no cover - peft is a dec
         pytest.fail("peft is not installed; CI must install it")
     pytest.skip("peft is not installed", allow_module_level=True)
 
+import safetensors.torch  # noqa: E402
 from agentkit import World, make_world  # noqa: E402
 
 from recsim_personas.agents import lora  # noqa: E402
@@ -152,6 +154,18 @@ def test_training_examples_are_anchored_on_a_prior_that_has_not_seen_them(world)
     assert out_of_fold_log_probs(split, "bias", folds=3, seed=0)["fold"].equals(oof["fold"])
     with pytest.raises(ConfigError, match="prior_folds"):
         LoraTrainConfig(prior_folds=0)
+
+
+def test_mixed_precision_training_keeps_float32_adapters(world, tmp_path):
+    cfg = dataclasses.replace(CONFIG, precision="bfloat16", max_train=8, max_valid=4, prior_folds=2)
+    result = train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, cfg, tmp_path / "bf16")
+    assert result.manifest["train_config"]["precision"] == "bfloat16"
+    for name, meta in result.manifest["adapters"].items():
+        assert np.isfinite(meta["best_valid_nll"])
+        state = safetensors.torch.load_file(str(tmp_path / "bf16" / "adapters" / name / "adapter_model.safetensors"))
+        assert {t.dtype for t in state.values()} == {torch.float32}
+    with pytest.raises(ConfigError, match="'bfloat16'"):
+        LoraTrainConfig(precision="bf16")
 
 
 # ---------------------------------------------------------------------------------------------------------
