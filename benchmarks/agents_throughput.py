@@ -1,31 +1,43 @@
-"""Rating throughput of the encoder persona agents: mixed-adapter batches vs one request at a time.
+"""Rating throughput of the encoder persona agents in float32 and bfloat16: mixed-adapter batches vs one at a time.
 
-Loads a trained persona-LoRA encoder agent (every persona adapter in one ``PeftModel``; trains a small one
-into ``--out`` if ``--agents`` does not exist), then serves the same ``--requests`` test requests — users of
-every persona, interleaved — two ways, end to end through ``PersonaAgents.predict`` (memory retrieval,
-prompt building, forward pass, anchoring):
+Loads a trained persona-LoRA encoder agent twice — weights in float32 and in bfloat16 (every persona
+adapter in one ``PeftModel``; trains a small one into ``--out`` if ``--agents`` does not exist) — and
+serves the same ``--requests`` test requests — users of every persona, interleaved — two ways per
+precision, end to end through ``PersonaAgents.predict`` (memory retrieval, prompt building, forward
+passes, anchoring):
 
-- *batched*: ``--batch-size`` requests per call, each call one forward pass routed per row with
-  ``adapter_names``;
+- *batched*: ``--batch-size`` requests per call, each call cut by
+  :func:`~recsim_personas.agents.lora.batched_logits` into forward passes of at most 2,048 padded tokens,
+  every pass routed per row with ``adapter_names`` (any mix of personas in one pass);
 - *naive*: one request per call (the loop an API-driven LLM agent runs).
 
+The two precisions and two paths are timed in alternation (``--repeats`` rounds, the best of each kept), so
+that load from other processes on the machine hits them alike: compare ratios within one run. Also timed:
+the forward passes alone, with the token cap and without it (whole ``--batch-size`` passes).
+
 FLOPs of the forward passes are counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, incl.
-attention and LoRA) in an untimed pass, and the achieved FLOP/s is compared with the peak of square float32
-matmuls measured in the same run with the same thread count. Prints one JSON object and writes
+attention and LoRA) in an untimed pass, and the achieved FLOP/s of each precision is compared with the
+peak of square matmuls of the same precision, measured at the start and at the end of the same run with
+the same thread count (the better of the two). Fidelity: RMSE / MAE of the expected rating against the
+real test ratings for both precisions, and their largest differences. Prints one JSON object and writes
 ``report.md`` / ``report.json`` into ``--out``.
 
     .venv/bin/python benchmarks/agents_throughput.py
+    .venv/bin/python benchmarks/agents_throughput.py --threads 2 --out runs/bench/agents_throughput_2t
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -41,9 +53,9 @@ class Args:
     batch_size: int = 64
     """requests per batched call"""
     threads: int = 1
-    """torch threads (the matmul peak is measured with the same number)"""
+    """torch threads (the matmul peaks are measured with the same number)"""
     repeats: int = 2
-    """timed repetitions of each path (the best is reported)"""
+    """timed rounds of every path (the best is reported)"""
     seed: int = 0
     """seed of the request sample"""
     out: str = "runs/bench/agents_throughput"
@@ -58,16 +70,18 @@ def parse() -> Args:
     return Args(**vars(p.parse_args()))
 
 
-def matmul_peak(torch, repeats: int = 5) -> dict[str, float]:
-    """Best float32 GFLOP/s of square matmuls (n = 512, 1024, 2048)."""
+def matmul_peak(torch, dtype, repeats: int = 5) -> dict[str, float]:
+    """Best GFLOP/s of square ``dtype`` matmuls (n = 512, 1024, 2048), per size."""
     best = {}
     for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
         a @ b
-        t0 = time.perf_counter()
+        rates = []
         for _ in range(repeats):
+            t0 = time.perf_counter()
             a @ b
-        best[str(n)] = 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+            rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+        best[str(n)] = max(rates)
     return best
 
 
@@ -79,8 +93,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from recsim_personas._io import atomic_write_text, write_json
     from recsim_personas.agents.backbones import BackboneConfig
-    from recsim_personas.agents.lora import LoraTrainConfig, train_agents
-    from recsim_personas.agents.persona_agents import PersonaAgents, load_world
+    from recsim_personas.agents.lora import LoraTrainConfig, batched_logits, train_agents
+    from recsim_personas.agents.persona_agents import (
+        PersonaAgents,
+        load_world,
+        native_bf16_matmul,
+        resolve_inference_dtype,
+    )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,111 +117,167 @@ def main() -> None:
             path,
             progress=False,
         )
-    agents = PersonaAgents.load(path, split, pset, index, batch_size=args.batch_size)
+    agents = {d: PersonaAgents.load(path, split, pset, index, batch_size=args.batch_size, dtype=d) for d in DTYPES}
+    first = agents["float32"]
 
     # requests: interleave users of every persona, so every batch mixes adapters
     test = split.test.sample(frac=1.0, random_state=args.seed)
-    test = test.assign(adapter=test["user_id"].map(agents.cluster_map))
+    test = test.assign(adapter=test["user_id"].map(first.cluster_map))
     groups = [g.index.to_list() for _, g in test.groupby("adapter")]
     order = [row for tup in zip(*groups, strict=False) for row in tup][: args.requests]
     users = test.loc[order, "user_id"].to_numpy()
     items = test.loc[order, "item_id"].to_numpy()
-    n_adapters = len(set(agents.cluster_map.values()))
+    truth = test.loc[order, "rating"].to_numpy().astype(np.float64)
+    n_adapters = len(set(first.cluster_map.values()))
     mix = [
-        len({agents.cluster_map[int(u)] for u in users[lo : lo + args.batch_size]})
+        len({first.cluster_map[int(u)] for u in users[lo : lo + args.batch_size]})
         for lo in range(0, len(users), args.batch_size)
     ]
+    rows, names = first.prompts(users, items)
+    tokens = float(np.mean([len(r) for r in rows]))
 
-    agents.predict(users[:8], items[:8])  # warm-up (allocations, caches of the first users)
-    peak = matmul_peak(torch)
+    peaks = {d: [matmul_peak(torch, getattr(torch, d))] for d in DTYPES}
+    for a in agents.values():
+        a.predict(users[:8], items[:8])  # warm-up (allocations, caches of the first users)
 
-    def batched() -> np.ndarray:
+    def batched(a: PersonaAgents) -> np.ndarray:
         return np.concatenate(
             [
-                agents.predict(users[lo : lo + args.batch_size], items[lo : lo + args.batch_size])
+                a.predict(users[lo : lo + args.batch_size], items[lo : lo + args.batch_size])
                 for lo in range(0, len(users), args.batch_size)
             ]
         )
 
-    def naive() -> np.ndarray:
-        return np.concatenate([agents.predict(users[j : j + 1], items[j : j + 1]) for j in range(args.naive_requests)])
+    def naive(a: PersonaAgents) -> np.ndarray:
+        return np.concatenate([a.predict(users[j : j + 1], items[j : j + 1]) for j in range(args.naive_requests)])
 
-    times = {"batched": [], "naive": []}
-    results = {}
+    def forward(a: PersonaAgents, cap: bool) -> None:
+        kwargs = {} if cap else {"max_tokens": None}
+        batched_logits(a.model, a.backbone, rows, names, args.batch_size, **kwargs)
+
+    paths = {
+        "batched": batched,
+        "naive": naive,
+        "forward_only": lambda a: forward(a, True),
+        "forward_only_uncapped": lambda a: forward(a, False),
+    }
+    count = {"batched": len(users), "naive": args.naive_requests, "forward_only": len(users)}
+    count["forward_only_uncapped"] = len(users)
+    times: dict[str, dict[str, list[float]]] = {d: {p: [] for p in paths} for d in DTYPES}
+    results: dict[str, dict[str, np.ndarray]] = {d: {} for d in DTYPES}
     for _ in range(args.repeats):
-        for name, fn in (("batched", batched), ("naive", naive)):
-            t0 = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - t0)
-    same = float(np.abs(results["batched"][: args.naive_requests] - results["naive"]).max())
+        for p, fn in paths.items():
+            for d in DTYPES:  # the two precisions back to back: the same load from other processes
+                t0 = time.perf_counter()
+                res = fn(agents[d])
+                times[d][p].append(time.perf_counter() - t0)
+                if res is not None:
+                    results[d][p] = res
+    for d in DTYPES:
+        peaks[d].append(matmul_peak(torch, getattr(torch, d)))
+    peak = {d: {n: max(run[n] for run in peaks[d]) for n in peaks[d][0]} for d in DTYPES}
 
-    # FLOPs of the forward passes (untimed), and the forward-only time of the batched path
-    rows, names = agents.prompts(users, items)
-    from recsim_personas.agents.lora import batched_logits
-
+    # FLOPs of the forward passes (untimed; the same count in both precisions)
     with FlopCounterMode(display=False) as counter:
-        batched_logits(agents.model, agents.backbone, rows, names, args.batch_size)
+        batched_logits(first.model, first.backbone, rows, names, args.batch_size)
     flops = counter.get_total_flops()
     with FlopCounterMode(display=False) as counter1:
-        batched_logits(agents.model, agents.backbone, rows[: args.naive_requests], names[: args.naive_requests], 1)
+        batched_logits(first.model, first.backbone, rows[: args.naive_requests], names[: args.naive_requests], 1)
     flops_naive = counter1.get_total_flops()
-    forward_times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        batched_logits(agents.model, agents.backbone, rows, names, args.batch_size)
-        forward_times.append(time.perf_counter() - t0)
-    peak_gflops = max(peak.values())
-    batched_rate = len(users) / min(times["batched"])
-    naive_rate = args.naive_requests / min(times["naive"])
-    gflops_e2e = flops / min(times["batched"]) / 1e9
-    gflops_fwd = flops / min(forward_times) / 1e9
-    gflops_naive = flops_naive / min(times["naive"]) / 1e9
+    flops_of = {"batched": flops, "naive": flops_naive, "forward_only": flops, "forward_only_uncapped": flops}
+
+    levels = np.arange(1, 6)
+    per_dtype = {}
+    for d in DTYPES:
+        best = {p: min(times[d][p]) for p in paths}
+        rate = {p: count[p] / best[p] for p in paths}
+        gflops = {p: flops_of[p] / best[p] / 1e9 for p in paths}
+        top = max(peak[d].values())
+        expected = results[d]["batched"] @ levels
+        per_dtype[d] = {
+            "ratings_per_s": rate,
+            "speedup_batched_vs_naive": rate["batched"] / rate["naive"],
+            "speedup_token_cap": rate["forward_only"] / rate["forward_only_uncapped"],
+            "achieved_gflops": gflops,
+            "matmul_peak_gflops": peak[d],
+            "share_of_peak": {p: g / top for p, g in gflops.items()},
+            "max_abs_diff_batched_vs_naive": float(
+                np.abs(results[d]["batched"][: args.naive_requests] - results[d]["naive"]).max()
+            ),
+            "rmse_expected": float(np.sqrt(np.mean((expected - truth) ** 2))),
+            "mae_expected": float(np.mean(np.abs(expected - truth))),
+            "seconds": times[d],
+        }
+    p32, p16 = results["float32"]["batched"], results["bfloat16"]["batched"]
+    e32, e16 = p32 @ levels, p16 @ levels
     summary = {
         "args": asdict(args),
         "agents": str(path),
         "adapters": n_adapters,
         "adapters_per_batch_mean": float(np.mean(mix)),
-        "prompt_tokens_mean": float(np.mean([len(r) for r in rows])),
-        "max_length": agents.builder.cfg.max_length,
-        "ratings_per_s": {"batched": batched_rate, "naive": naive_rate},
-        "speedup": batched_rate / naive_rate,
-        "max_abs_diff_batched_vs_naive": same,
-        "gflop_per_rating": flops / len(users) / 1e9,
-        "achieved_gflops": {
-            "batched_end_to_end": gflops_e2e,
-            "batched_forward_only": gflops_fwd,
-            "naive": gflops_naive,
-        },
-        "matmul_peak_gflops": peak,
-        "share_of_peak": {
-            "batched_end_to_end": gflops_e2e / peak_gflops,
-            "batched_forward_only": gflops_fwd / peak_gflops,
-            "naive": gflops_naive / peak_gflops,
-        },
-        "seconds": {"batched": times["batched"], "naive": times["naive"], "forward_only": forward_times},
+        "prompt_tokens_mean": tokens,
+        "max_length": first.builder.cfg.max_length,
         "threads": args.threads,
+        "native_bf16_matmul": native_bf16_matmul(),
+        "auto_dtype": resolve_inference_dtype("auto", first.kind),
+        "gflop_per_rating": flops / len(users) / 1e9,
+        "dtypes": per_dtype,
+        "bfloat16_vs_float32": {
+            "speedup_batched": per_dtype["bfloat16"]["ratings_per_s"]["batched"]
+            / per_dtype["float32"]["ratings_per_s"]["batched"],
+            "speedup_naive": per_dtype["bfloat16"]["ratings_per_s"]["naive"]
+            / per_dtype["float32"]["ratings_per_s"]["naive"],
+            "expected_rating_abs_diff_max": float(np.abs(e16 - e32).max()),
+            "expected_rating_abs_diff_mean": float(np.abs(e16 - e32).mean()),
+            "probability_abs_diff_max": float(np.abs(p16 - p32).max()),
+        },
     }
     write_json(out / "report.json", summary)
-    tokens = float(np.mean([len(r) for r in rows]))
-    fwd_rate = len(users) / min(forward_times)
-    share = {k: v / peak_gflops for k, v in (("e2e", gflops_e2e), ("fwd", gflops_fwd), ("naive", gflops_naive))}
+
+    token_cap = inspect.signature(batched_logits).parameters["max_tokens"].default
+    label = {
+        "batched": "batched, mixed adapters (end to end)",
+        "forward_only": f"batched, forward passes only (≤ {token_cap:,} tokens per pass)",
+        "forward_only_uncapped": f"batched, forward passes only ({args.batch_size} prompts per pass, no token cap)",
+        "naive": "one request at a time (end to end)",
+    }
+    cmp = summary["bfloat16_vs_float32"]
     md = [
         "# Encoder persona-agent throughput",
         "",
         f"{len(users)} test requests of users of all {n_adapters} personas, interleaved (on average"
-        f" {np.mean(mix):.1f} adapters per batch of {args.batch_size}); prompts of {tokens:.0f}"
-        f" tokens on average (budget {agents.builder.cfg.max_length}); {args.threads} torch thread(s).",
+        f" {np.mean(mix):.1f} adapters per call of {args.batch_size}); prompts of {tokens:.0f} tokens on average"
+        f" (budget {first.builder.cfg.max_length}); {args.threads} torch thread(s); the best of {args.repeats}"
+        " alternating rounds. Other processes may share the CPU: compare within this table.",
         "",
-        "| path | ratings/s | achieved GFLOP/s | share of matmul peak |",
-        "|---|---|---|---|",
-        f"| batched, mixed adapters (end to end) | {batched_rate:.1f} | {gflops_e2e:.1f} | {share['e2e']:.0%} |",
-        f"| batched, forward passes only | {fwd_rate:.1f} | {gflops_fwd:.1f} | {share['fwd']:.0%} |",
-        f"| one request at a time | {naive_rate:.1f} | {gflops_naive:.1f} | {share['naive']:.0%} |",
-        "",
-        f"Speed-up of batching: {batched_rate / naive_rate:.2f}×; largest difference between the two paths'"
-        f" distributions: {same:.2e}. Matmul peak (float32, same threads): "
-        + ", ".join(f"n={k}: {v:.1f}" for k, v in peak.items())
-        + f" GFLOP/s; {flops / len(users) / 1e9:.2f} GFLOP per rating.",
+        "| weights | path | ratings/s | achieved GFLOP/s | share of the same-precision matmul peak |",
+        "|---|---|---|---|---|",
+    ]
+    for d in DTYPES:
+        r = per_dtype[d]
+        for p in ("batched", "forward_only", "forward_only_uncapped", "naive"):
+            md.append(
+                f"| {d} | {label[p]} | {r['ratings_per_s'][p]:.1f} | {r['achieved_gflops'][p]:.1f} |"
+                f" {r['share_of_peak'][p]:.0%} |"
+            )
+    md.append("")
+    for d in DTYPES:
+        r = per_dtype[d]
+        md.append(
+            f"- {d}: batching {r['speedup_batched_vs_naive']:.2f}× the one-at-a-time loop; the token cap"
+            f" {r['speedup_token_cap']:.2f}× whole {args.batch_size}-prompt passes; batched vs one-at-a-time"
+            f" distributions differ by ≤ {r['max_abs_diff_batched_vs_naive']:.1e}; matmul peak "
+            + ", ".join(f"n={k}: {v:.0f}" for k, v in r["matmul_peak_gflops"].items())
+            + f" GFLOP/s; RMSE {r['rmse_expected']:.5f}, MAE {r['mae_expected']:.5f} (expected rating vs the"
+            " real rating)."
+        )
+    md += [
+        f"- bfloat16 vs float32: {cmp['speedup_batched']:.2f}× batched, {cmp['speedup_naive']:.2f}× one at a time;"
+        f" expected ratings differ by {cmp['expected_rating_abs_diff_mean']:.1e} on average, at most"
+        f" {cmp['expected_rating_abs_diff_max']:.1e}; probabilities by at most {cmp['probability_abs_diff_max']:.1e}.",
+        f"- {flops / len(users) / 1e9:.2f} GFLOP per rating. Native bfloat16 matmuls:"
+        f' {"yes" if summary["native_bf16_matmul"] else "no"}, so `dtype="auto"` runs encoder agents in'
+        f" {summary['auto_dtype']} here.",
     ]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     print(json.dumps(summary, default=str))

