@@ -72,7 +72,17 @@ if __name__ == "__main__":
         )
         print(f"seed {seed}: " + ", ".join(f"{r.rater} {r.rmse_expected:.4f}" for r in report.rows), file=sys.stderr)
 
-    metrics = ["rmse_expected", "mae_expected", "rmse_mode", "mae_mode", "w1", "w1_user", "nll", "fit_seconds"]
+    metrics = [
+        "rmse_expected",
+        "mae_expected",
+        "rmse_mode",
+        "mae_mode",
+        "mae_median",
+        "w1",
+        "w1_user",
+        "nll",
+        "fit_seconds",
+    ]
     summary = {}
     for name in args.raters:
         summary[name] = {}
@@ -86,8 +96,9 @@ if __name__ == "__main__":
         "",
         f"Seeds {args.seeds}; fit on train + background, scored on the test ratings. Mean ± std over seeds.",
         "",
-        "| rater | RMSE (mean) | MAE (mean) | RMSE (mode) | MAE (mode) | W1 | W1 per user | NLL | fit s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| rater | RMSE (mean) | MAE (mean) | RMSE (mode) | MAE (mode) | MAE (median) | W1 | W1 per user | NLL"
+        " | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
         cells = [f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" for m in metrics[:-1]]

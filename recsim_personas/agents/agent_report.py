@@ -1,11 +1,12 @@
 """The persona-agent fidelity report: agents beside classical raters, overall and per persona.
 
 For every rater (classical or SLM agent) scored on the same test ratings: RMSE and MAE of the expected
-rating, the rating-histogram distance (W1, overall and per user), the NLL, and the unusable-response rate
-(URR). Token-scoring agents read a distribution over the five rating tokens, so their URR is 0 by
-construction (``urr_method="token scoring"``); the prompt-only causal LM's URR is also measured with free
-greedy generation (:func:`~recsim_personas.agents.persona_agents.measure_urr`) and reported with the number
-of answers it is based on. Per persona = the test ratings of the users of each persona cluster.
+rating, the MAE of the median rating (the MAE-optimal point of a distribution), the rating-histogram
+distance (W1, overall and per user), the NLL, and the unusable-response rate (URR). Token-scoring agents
+read a distribution over the five rating tokens, so their URR is 0 by construction (``urr_method="token
+scoring"``); the prompt-only causal LM's URR is also measured with free greedy generation
+(:func:`~recsim_personas.agents.persona_agents.measure_urr`) and reported with the number of answers it is
+based on. Per persona = the test ratings of the users of each persona cluster.
 
 Written as ``agents_fidelity.md``, ``agents_fidelity.json`` and ``agents_fidelity.png`` (predicted vs real
 rating histograms).
@@ -80,16 +81,16 @@ class AgentFidelityReport:
         }
 
     def to_markdown(self) -> str:
-        head = "| rater | memories | anchor | RMSE | MAE | URR | W1 | W1 per user | NLL | ratings/s |"
-        lines = [head, "|" + "---|" * 10]
+        head = "| rater | memories | anchor | RMSE | MAE | MAE (median) | URR | W1 | W1 per user | NLL | ratings/s |"
+        lines = [head, "|" + "---|" * 11]
         for e in self.entries:
             r = e.overall
             speed = r.n / r.seconds if r.seconds > 0 else float("nan")
             rate = f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}"
             lines.append(
                 f"| {e.label} | {'' if e.memories is None else e.memories} | {e.anchor or ''} |"
-                f" {r.rmse_expected:.4f} | {r.mae_expected:.4f} | {e.urr:.3f} | {r.w1:.4f} | {r.w1_user:.4f} |"
-                f" {r.nll:.4f} | {rate} |"
+                f" {r.rmse_expected:.4f} | {r.mae_expected:.4f} | {r.mae_median:.4f} | {e.urr:.3f} | {r.w1:.4f} |"
+                f" {r.w1_user:.4f} | {r.nll:.4f} | {rate} |"
             )
         clusters = sorted(self.personas, key=int)
         if clusters:
@@ -107,7 +108,11 @@ class AgentFidelityReport:
                     cells.append("" if r is None else f"{r.rmse_expected:.3f} / {r.mae_expected:.3f}")
                 lines.append(f"| {e.label} | " + " | ".join(cells) + " |")
         real = ", ".join(f"{k + 1}: {p:.3f}" for k, p in enumerate(self.real_histogram))
-        lines += ["", f"{self.n_test} test ratings; real rating shares {real}."]
+        lines += [
+            "",
+            f"{self.n_test} test ratings; real rating shares {real}. RMSE and MAE score the expected rating;"
+            " MAE (median) scores the median of the same distribution, the point that minimises absolute error.",
+        ]
         for e in self.entries:
             if e.urr_method != "token scoring" and e.family == "agent":
                 lines.append(f"URR of {e.label}: {e.urr_method}.")

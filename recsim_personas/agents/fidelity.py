@@ -4,6 +4,9 @@ For each rater, over the test ratings of a split:
 
 - ``rmse_expected`` / ``mae_expected``: error of the expected rating (the distribution's mean);
 - ``rmse_mode`` / ``mae_mode``: error of the most likely rating (an integer answer, as an LLM would give);
+- ``mae_median``: absolute error of the distribution's median — the point that minimises the expected
+  absolute error, as the mean does the squared error. A rater that outputs a distribution is scored at the
+  point each loss asks for: RMSE of the mean, MAE of the median (both are reported beside the others);
 - ``w1``: 1-Wasserstein distance between the predicted rating histogram (the mean of the predicted
   distributions) and the real histogram of the test ratings, on the 1..5 scale;
 - ``w1_user``: the same distance computed per user and averaged over users — does the rater reproduce each
@@ -31,6 +34,7 @@ from recsim_personas.agents.rater import (
     Rater,
     check_distribution,
     expected_rating,
+    median_rating,
     most_likely_rating,
     rating_histogram,
 )
@@ -48,6 +52,7 @@ class FidelityRow:
     mae_expected: float
     rmse_mode: float
     mae_mode: float
+    mae_median: float
     w1: float
     w1_user: float
     nll: float
@@ -73,12 +78,12 @@ class FidelityReport:
         }
 
     def to_markdown(self) -> str:
-        head = "| rater | RMSE (mean) | MAE (mean) | RMSE (mode) | MAE (mode) | W1 | W1 per user | NLL |"
-        lines = [head, "|" + "---|" * 8]
+        head = "| rater | RMSE (mean) | MAE (mean) | RMSE (mode) | MAE (mode) | MAE (median) | W1 | W1 per user | NLL |"
+        lines = [head, "|" + "---|" * 9]
         for r in self.rows:
             lines.append(
                 f"| {r.rater} | {r.rmse_expected:.4f} | {r.mae_expected:.4f} | {r.rmse_mode:.4f} |"
-                f" {r.mae_mode:.4f} | {r.w1:.4f} | {r.w1_user:.4f} | {r.nll:.4f} |"
+                f" {r.mae_mode:.4f} | {r.mae_median:.4f} | {r.w1:.4f} | {r.w1_user:.4f} | {r.nll:.4f} |"
             )
         real = ", ".join(f"{k + 1}: {p:.3f}" for k, p in enumerate(self.real_histogram))
         lines += ["", f"{self.n_test} test ratings; real rating shares {real}."]
@@ -157,6 +162,7 @@ def score_distributions(name: str, dist: np.ndarray, test: pd.DataFrame, seconds
         mae_expected=float(np.mean(np.abs(e - y))),
         rmse_mode=float(np.sqrt(np.mean((m - y) ** 2))),
         mae_mode=float(np.mean(np.abs(m - y))),
+        mae_median=float(np.mean(np.abs(median_rating(dist) - y))),
         w1=w1_distance(pred_hist, rating_histogram(y)),
         w1_user=float(np.mean(per_user)),
         nll=float(-np.mean(np.log(np.maximum(dist[np.arange(len(y)), y - 1], 1e-12)))),

@@ -91,6 +91,13 @@ def most_likely_rating(dist: np.ndarray) -> np.ndarray:
     return np.argmax(np.asarray(dist), axis=1).astype(np.int64) + 1
 
 
+def median_rating(dist: np.ndarray) -> np.ndarray:
+    """Median of each distribution: the lowest rating whose cumulative probability reaches 1/2 (the point that
+    minimises the expected absolute error). ``dist`` (n, 5) → int64 (n,) in 1..5."""
+    cdf = np.cumsum(np.asarray(dist, dtype=np.float64), axis=1)
+    return np.minimum((cdf < 0.5 - 1e-12).sum(axis=1), N_LEVELS - 1).astype(np.int64) + 1
+
+
 def sample_ratings(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Draw one rating per row from ``rng``. ``dist`` (n, 5) → int64 (n,) in 1..5.
 

@@ -38,6 +38,8 @@ def test_perfect_rater_scores_zero_and_a_wrong_one_does_not(tmp_path):
     assert oracle.nll == pytest.approx(0, abs=1e-9)
     assert uniform.rmse_expected == pytest.approx(np.sqrt(np.mean((3 - TEST.rating) ** 2)))
     assert uniform.mae_mode == pytest.approx(np.mean(np.abs(1 - TEST.rating)))  # mode of a flat row = 1
+    assert uniform.mae_median == pytest.approx(np.mean(np.abs(3 - TEST.rating)))  # median of a flat row = 3
+    assert oracle.mae_median == 0
     assert uniform.nll == pytest.approx(np.log(5))
     paths = report.save(tmp_path)
     assert json.loads(paths["json"].read_text())["raters"][0]["rater"] == "oracle"

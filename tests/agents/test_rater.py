@@ -7,6 +7,7 @@ from recsim_personas.agents.rater import (
     as_requests,
     check_distribution,
     expected_rating,
+    median_rating,
     most_likely_rating,
     rating_histogram,
     sample_ratings,
@@ -18,6 +19,17 @@ def test_point_summaries():
     d = np.array([[0, 0, 0, 0, 1.0], [0.5, 0.5, 0, 0, 0], [0.1, 0.2, 0.4, 0.2, 0.1]])
     assert expected_rating(d).tolist() == pytest.approx([5.0, 1.5, 3.0])
     assert most_likely_rating(d).tolist() == [5, 1, 3]  # tie -> lower rating
+    assert median_rating(d).tolist() == [5, 1, 3]  # P(<= 1) = 0.5 reaches one half
+    skewed = np.array([[0.3, 0.0, 0.0, 0.0, 0.7], [0.2, 0.2, 0.05, 0.05, 0.5]])
+    assert median_rating(skewed).tolist() == [5, 4]  # mode 5 / 5, mean 3.8 / 3.55
+
+
+def test_median_minimises_the_expected_absolute_error():
+    rng = np.random.default_rng(0)
+    d = rng.dirichlet(np.ones(5), size=200)
+    loss = np.stack([(d * np.abs(np.arange(1, 6) - k)).sum(axis=1) for k in range(1, 6)], axis=1)
+    best = loss[np.arange(200), median_rating(d) - 1]
+    assert np.all(best <= loss.min(axis=1) + 1e-12)
 
 
 def test_sampling_is_reproducible_and_follows_the_distribution():
