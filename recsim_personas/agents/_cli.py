@@ -208,6 +208,8 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
         for k in runs:
             agents.memories = k
             agents.name = _label(agents)
+            if len(args.agents) > 1:  # several artifacts may share a label: name the directory
+                agents.name += f" [{Path(directory).name}]"
             report.entries.append(
                 score_entry(
                     agents,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -54,6 +55,19 @@ def test_train_then_eval_with_json_output(world, capsys):
     assert set(payload["entries"][1]["per_persona"]) == {"0", "1"}
     for suffix in ("md", "json", "png"):
         assert (world.root / "cli-report" / f"agents_fidelity.{suffix}").is_file()
+
+    twin = world.root / "cli-single-copy"
+    shutil.copytree(out, twin)
+    code, payload, err = run(
+        capsys,
+        *("agents", "eval", "--split", split, "--personas", personas, "--agents", str(out), str(twin)),
+        *("--raters", "", "--max-test", "5"),
+    )
+    assert code == 0, err
+    assert [e["label"] for e in payload["entries"]] == [
+        "encoder single-LoRA mem0 anchored [cli-single]",
+        "encoder single-LoRA mem0 anchored [cli-single-copy]",
+    ]
 
 
 def test_bad_input_is_one_error_line(world, capsys, tmp_path):
