@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 DEMO_DIR ?= runs/demo
 # The simulated users' rater of the demo's gap report: the classical bias rater. The demo's persona agents
-# (GAP_RATER=agents:$(DEMO_DIR)/agents) rate 10-20 movies/s on 2 cores, so 5 policies x 3 seeds x 30 days
-# (about a million rating requests) would take most of a day; pass them for short runs (fewer --days).
+# (GAP_RATER=agents:$(DEMO_DIR)/agents) rate 25-50 movies/s on 2 cores (bfloat16), so 5 policies x 3 seeds x 30 days
+# (about a million rating requests) would take 6-11 hours; pass them for short runs (fewer --days).
 # The RecBole models are kept in $(DEMO_DIR)/gap/models and reused by later runs, so only the first run
 # trains them (about 4 minutes on 2 cores).
 GAP_RATER ?= bias
