@@ -292,12 +292,15 @@ class AnchorPrior:
         return cls(rater)
 
 
-def out_of_fold_log_probs(split: Any, kind: str, folds: int, seed: int) -> pd.DataFrame:
+def out_of_fold_log_probs(
+    split: Any, kind: str, folds: int, seed: int, *, full: AnchorPrior | None = None
+) -> pd.DataFrame:
     """Log-probabilities of every train rating of ``split`` under a prior that has not seen it.
 
     The train ratings are dealt into ``folds`` folds (seeded, uniformly at random); for each fold the prior
     ``kind`` is fitted on the split's history without that fold's ratings and predicts them. ``folds=1``
-    gives the in-sample log-probabilities of the prior fitted on the whole history.
+    gives the in-sample log-probabilities of the prior fitted on the whole history (``full`` when the caller
+    has already fitted it).
 
     Returns:
         A frame indexed by ``(user_id, item_id)`` with columns ``lp1`` … ``lp5`` (float64) and ``fold``.
@@ -311,7 +314,7 @@ def out_of_fold_log_probs(split: Any, kind: str, folds: int, seed: int) -> pd.Da
     out = np.empty((len(train), 5), dtype=np.float64)
     fold = np.zeros(len(train), dtype=np.int64)
     if folds == 1:
-        out[:] = AnchorPrior.fit(split.history(), kind).log_probs(users, items)
+        out[:] = (full or AnchorPrior.fit(split.history(), kind)).log_probs(users, items)
     else:
         fold = np.random.default_rng(seed).permutation(np.arange(len(train)) % folds)
         for k in range(folds):
@@ -660,7 +663,7 @@ def train_agents(
     if cfg.anchor != "none":
         prior = AnchorPrior.fit(split.history(), cfg.anchor)
         prior_files = prior.save(out / "prior")
-        oof = out_of_fold_log_probs(split, cfg.anchor, int(cfg.prior_folds), cfg.seed)
+        oof = out_of_fold_log_probs(split, cfg.anchor, int(cfg.prior_folds), cfg.seed, full=prior)
 
     raft = RaftConfig(
         memories=cfg.memories,

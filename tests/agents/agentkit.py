@@ -15,12 +15,19 @@ import numpy as np
 from conftest import synthetic_ratings, write_ml100k
 
 from recsim_personas._io import sha256_file
+from recsim_personas.agents.backbones import BackboneConfig
+from recsim_personas.agents.lora import LoraTrainConfig, train_agents
 from recsim_personas.data import ProtocolConfig, load_movielens, make_split
 from recsim_personas.personas.clustering import ClusterConfig, cluster_personas, save_clusters
 from recsim_personas.personas.distill import distill_personas
 from recsim_personas.personas.embedders import l2_normalise
 from recsim_personas.personas.memory import MemoryIndex
 from recsim_personas.personas.stats_distiller import StatsDistiller
+
+BACKBONE = BackboneConfig(kind="encoder", max_length=128)
+"""The real MiniLM with a short prompt budget."""
+CONFIG = LoraTrainConfig(rank=2, alpha=4, max_train=16, max_valid=8, batch_size=8, lr=5e-3)
+"""Tiny persona-LoRA training (rank 2, 16 examples)."""
 
 
 class HashEmbedder:
@@ -62,3 +69,10 @@ def make_world(root: Path, *, n_users: int = 8, k: int = 2) -> World:
     index = MemoryIndex.build(pset, split.catalog(), emb)
     index.save(pset.path / "memory", personas_manifest=sha256_file(pset.path / "manifest.json"))
     return World(split, pset, clusters, index, root)
+
+
+def train_tiny(world: World, name: str = "agents-persona") -> Path:
+    """Train persona agents with :data:`BACKBONE` / :data:`CONFIG` into ``world.root / name``."""
+    out = world.root / name
+    train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, CONFIG, out, progress=False)
+    return out

@@ -11,11 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from agentkit import World, make_world  # noqa: E402
+from agentkit import World, make_world, train_tiny  # noqa: E402
 
 from recsim_personas.agents import persona_agents  # noqa: E402
-from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
-from recsim_personas.agents.lora import LoraTrainConfig, batched_logits, train_agents  # noqa: E402
+from recsim_personas.agents.lora import batched_logits  # noqa: E402
 from recsim_personas.agents.persona_agents import (  # noqa: E402
     INFERENCE_DTYPES,
     PersonaAgents,
@@ -26,8 +25,6 @@ from recsim_personas.agents.rater import check_distribution  # noqa: E402
 from recsim_personas.cli import main  # noqa: E402
 from recsim_personas.errors import ConfigError  # noqa: E402
 
-BACKBONE = BackboneConfig(kind="encoder", max_length=128)
-CONFIG = LoraTrainConfig(rank=2, alpha=4, max_train=16, max_valid=8, batch_size=8, lr=5e-3)
 LEVELS = np.arange(1, 6)
 
 
@@ -38,9 +35,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture(scope="module")
 def trained(world: World) -> Path:
-    out = world.root / "agents-persona"
-    train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, CONFIG, out, progress=False)
-    return out
+    return train_tiny(world)
 
 
 def load(world: World, trained: Path, dtype: str, batch_size: int = 4) -> PersonaAgents:

@@ -20,7 +20,7 @@ if importlib.util.find_spec("peft") is None:  # pragma: no cover - peft is a dec
     pytest.skip("peft is not installed", allow_module_level=True)
 
 import safetensors.torch  # noqa: E402
-from agentkit import World, make_world  # noqa: E402
+from agentkit import BACKBONE, CONFIG, World, make_world, train_tiny  # noqa: E402
 
 from recsim_personas.agents import lora  # noqa: E402
 from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
@@ -37,9 +37,6 @@ from recsim_personas.agents.prompt import PromptBuilder, PromptConfig, PromptToo
 from recsim_personas.agents.rater import Rater, check_distribution  # noqa: E402
 from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError  # noqa: E402
 
-BACKBONE = BackboneConfig(kind="encoder", max_length=128)
-CONFIG = LoraTrainConfig(rank=2, alpha=4, max_train=16, max_valid=8, batch_size=8, lr=5e-3)
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
@@ -48,9 +45,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture(scope="module")
 def trained(world: World) -> Path:
-    out = world.root / "agents-persona"
-    train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, CONFIG, out, progress=False)
-    return out
+    return train_tiny(world)
 
 
 @pytest.fixture(scope="module")
