@@ -27,7 +27,7 @@ class Args:
     """directory with the GroupLens files (default: $RECSIM_PERSONAS_DATA_DIR, then cache/download)"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """user-sample seeds"""
-    raters: list[str] = field(default_factory=lambda: ["global", "user", "item", "bias", "mf"])
+    raters: list[str] = field(default_factory=lambda: ["global", "user", "item", "bias", "mf", "knn", "blend"])
     """classical raters to score"""
     out: str = "runs/bench/classical"
     """report directory"""

@@ -327,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
         " report RMSE/MAE of the expected and the most likely rating, and rating-histogram distances.",
     )
     ev.add_argument("--split", required=True, help="split directory (from `data prepare`)")
-    ev.add_argument("--raters", default="global,user,item,bias,mf", help="comma-separated: global,user,item,bias,mf")
+    ev.add_argument(
+        "--raters", default="global,user,item,bias,mf", help="comma-separated: global,user,item,bias,mf,knn,blend"
+    )
     ev.add_argument("--out", default=None, help="directory for fidelity.md/.json/.png")
     ev.set_defaults(func=cmd_eval)
 

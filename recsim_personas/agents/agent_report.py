@@ -58,6 +58,14 @@ class ReportEntry:
         d = asdict(self)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReportEntry:
+        """The inverse of :meth:`to_dict` (e.g. an entry saved by an interrupted benchmark run)."""
+        fields = dict(d)
+        fields["overall"] = FidelityRow(**fields["overall"])
+        fields["per_persona"] = {k: FidelityRow(**v) for k, v in fields.get("per_persona", {}).items()}
+        return cls(**fields)
+
 
 @dataclass
 class AgentFidelityReport:

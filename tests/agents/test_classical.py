@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,8 +16,16 @@ from recsim_personas.agents import (
     expected_rating,
     make_rater,
 )
-from recsim_personas.agents.classical import NotFittedError, mean_matched_distribution, temporal_holdout
-from recsim_personas.errors import ConfigError
+from recsim_personas.agents.classical import (
+    BlendRater,
+    ItemKNNRater,
+    NotFittedError,
+    load_rater,
+    mean_matched_distribution,
+    save_rater,
+    temporal_holdout,
+)
+from recsim_personas.errors import ArtifactError, ConfigError
 
 
 def _frame(rows):
@@ -50,7 +60,7 @@ def test_temporal_holdout_takes_each_users_latest():
     assert sorted(df.loc[mask, "timestamp"]) == [8, 9]
 
 
-@pytest.mark.parametrize("name", ["global", "user", "item", "bias", "mf"])
+@pytest.mark.parametrize("name", ["global", "user", "item", "bias", "mf", "knn", "blend"])
 def test_every_classical_rater_honours_the_contract(name):
     train = structured(n_users=20, n_items=30, per_user=15)
     rater = make_rater(name)
@@ -120,3 +130,65 @@ def test_bias_rater_reaches_the_papers_baseline_on_ml100k(ml100k_split):
     assert row.rmse_expected == pytest.approx(0.97, abs=0.02)
     assert row.mae_expected == pytest.approx(0.77, abs=0.02)
     assert row.n == 11474
+
+
+@pytest.mark.parametrize("name", ["global", "user", "item", "bias", "mf", "knn", "blend"])
+def test_every_classical_rater_round_trips_through_its_files(name, tmp_path):
+    train = structured(n_users=20, n_items=30, per_user=15)
+    rater = make_rater(name).fit(train)
+    hashes = save_rater(rater, tmp_path / name)
+    assert set(hashes) == {"rater.json", "rater.npz"}
+    back = load_rater(tmp_path / name)
+    assert type(back) is type(rater) and back.sigma == rater.sigma
+    users = np.array([1, 2, 999, 3, 7])
+    items = np.array([1, 5, 2, 999, 30])
+    np.testing.assert_allclose(back.predict(users, items), rater.predict(users, items), rtol=0, atol=1e-12)
+
+
+def test_a_damaged_rater_file_is_named(tmp_path):
+    rater = make_rater("knn").fit(structured(n_users=20, n_items=30, per_user=15))
+    save_rater(rater, tmp_path)
+    with pytest.raises(NotFittedError):
+        save_rater(make_rater("bias"), tmp_path / "unfitted")
+    doc = json.loads((tmp_path / "rater.json").read_text())
+    (tmp_path / "rater.json").write_text(json.dumps({**doc, "arrays": [*doc["arrays"], "extra"]}))
+    with pytest.raises(ArtifactError, match=r"rater.npz lacks arrays \['extra'\]"):
+        load_rater(tmp_path)
+    (tmp_path / "rater.json").write_text(json.dumps({**doc, "rater": "svd"}))
+    with pytest.raises(ArtifactError, match="unknown rater 'svd'"):
+        load_rater(tmp_path)
+    with pytest.raises(ArtifactError, match="cannot read"):
+        load_rater(tmp_path / "nowhere")
+
+
+def test_knn_uses_the_users_similar_items():
+    """Two item groups with opposite tastes of two user groups: a bias model cannot see it, item-kNN can."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for u in range(1, 61):
+        for i in rng.choice(np.arange(1, 41), 25, replace=False):
+            likes = (u <= 30) == (i <= 20)
+            rows.append((u, int(i), 5 if likes else 2, int(rng.integers(10**6))))
+    data = _frame(rows)
+    hold = temporal_holdout(data, 0.2)
+    report = evaluate_fidelity([BiasRater(), ItemKNNRater(neighbors=10)], data[hold], fit_on=data[~hold])
+    bias, knn = report.rows
+    assert knn.rmse_expected < 0.5 * bias.rmse_expected
+
+
+def test_blend_weights_come_from_the_hold_out_and_beat_a_lone_member():
+    data = structured(seed=2)
+    hold = temporal_holdout(data, 0.25)
+    blend = BlendRater(("bias", "knn"))
+    report = evaluate_fidelity([BiasRater(), blend], data[hold], fit_on=data[~hold])
+    assert blend.weights_.shape == (3,)
+    assert report.rows[1].rmse_expected < report.rows[0].rmse_expected
+    with pytest.raises(ConfigError, match="members"):
+        BlendRater(("mf", "blend"))
+
+
+@pytest.mark.movielens
+def test_knn_beats_the_bias_rater_on_ml100k(ml100k_split):
+    report = evaluate_fidelity([BiasRater(), ItemKNNRater()], ml100k_split.test, fit_on=ml100k_split.history())
+    bias, knn = report.rows
+    assert knn.rmse_expected < bias.rmse_expected - 0.01

@@ -57,3 +57,17 @@ def test_malformed_rater_output_is_refused():
     bad = {k: np.full(5, 0.3) for k in zip(TEST.user_id, TEST.item_id, strict=True)}
     with pytest.raises(RaterOutputError, match=r"bad.*summing"):
         evaluate_fidelity([TableRater("bad", bad)], TEST)
+
+
+def test_report_entry_round_trips_through_json_and_scores_per_persona():
+    from recsim_personas.agents.agent_report import ReportEntry, new_report, score_entry
+
+    truth = {(u, i): onehot(r) for u, i, r in TEST.itertuples(index=False)}
+    persona_of = {1: 0, 2: 1}
+    entry = score_entry(TableRater("oracle", truth), TEST, persona_of, family="agent", variant="persona", memories=1)
+    assert set(entry.per_persona) == {"0", "1"} and entry.per_persona["0"].n == 2
+    back = ReportEntry.from_dict(json.loads(json.dumps(entry.to_dict())))
+    assert back == entry
+    report = new_report(TEST, persona_of, "abc")
+    report.entries.append(back)
+    assert "| oracle | 1 |" in report.to_markdown()
