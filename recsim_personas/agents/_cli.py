@@ -12,6 +12,8 @@ from typing import Any
 
 from recsim_personas._argtypes import non_negative_int, positive_int
 
+ANCHOR_CHOICES = ("bias", "mf", "knn", "blend", "none")  # = lora.ANCHORS, spelled out to keep torch unimported
+
 
 def register_agents(
     subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser
@@ -39,7 +41,7 @@ def register_agents(
     tr.add_argument("--model", default=None, help="model id or directory (default: minilm / smollm2, offline)")
     tr.add_argument("--variant", choices=["persona", "single"], default="persona", help="default: persona")
     tr.add_argument("--memories", type=non_negative_int, default=1, help="retrieved memories per prompt (default: 1)")
-    tr.add_argument("--anchor", choices=["bias", "mf", "none"], default="bias", help="prior anchoring (default: bias)")
+    tr.add_argument("--anchor", choices=ANCHOR_CHOICES, default="bias", help="prior anchoring (default: bias)")
     tr.add_argument(
         "--prior-folds",
         type=positive_int,
@@ -83,7 +85,7 @@ def register_agents(
     ev.add_argument("--prompt-only", action="store_true", help="also score the base causal LM without adapters")
     ev.add_argument("--model", default=None, help="causal model of --prompt-only (default: smollm2)")
     ev.add_argument(
-        "--anchor", choices=["bias", "mf", "none"], default="none", help="anchoring of --prompt-only (default: none)"
+        "--anchor", choices=ANCHOR_CHOICES, default="none", help="anchoring of --prompt-only (default: none)"
     )
     ev.add_argument("--urr-sample", type=non_negative_int, default=100, help="free-generation answers for the URR")
     ev.add_argument("--raters", default="bias,mf", help="classical raters beside the agents (default: bias,mf)")

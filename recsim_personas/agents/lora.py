@@ -13,9 +13,11 @@ The training driver of the persona agents (:func:`train_agents`):
    The encoder's ``rating_head`` is saved per adapter (``modules_to_save``).
 4. **Prior anchoring** (``anchor="bias"``, the default): the loss is the cross entropy of
    ``backbone logits + log P_prior(r | u, i)``, where ``P_prior`` is the classical
-   :class:`~recsim_personas.agents.classical.BiasRater` (``anchor="mf"``: the biased-MF rater) fitted on the
-   split's history (train + background, never a test rating). The adapter learns the residual. The prior's
-   fit is stored in the artifact (:class:`AnchorPrior`: JSON + parquet), so inference does not refit it.
+   :class:`~recsim_personas.agents.classical.BiasRater` (``anchor="mf"``: the biased-MF rater; ``"knn"``:
+   item-kNN with baseline; ``"blend"``: the hold-out-weighted blend of the three) fitted on the split's
+   history (train + background, never a test rating). The adapter learns the residual. The prior's fit is
+   stored in the artifact (:class:`AnchorPrior`, via :func:`~recsim_personas.agents.classical.save_rater`),
+   so inference does not refit it.
    **Out-of-fold prior for the training examples** (``prior_folds``, default 5): the RAFT examples *are*
    history ratings, so the prior fitted on the whole history has seen every one of them (biased MF reaches
    RMSE 0.80 on them in-sample, against 0.91 out of fold and 0.95 on the test part) and an adapter trained
@@ -70,7 +72,16 @@ import torch
 from recsim_personas import __version__
 from recsim_personas._io import atomic_path, sha256_file, write_json
 from recsim_personas.agents.backbones import BackboneConfig, build_backbone, lora_targets
-from recsim_personas.agents.classical import BiasRater, MFConfig, MFRater, _gaussian_table
+from recsim_personas.agents.classical import (
+    BiasRater,
+    MFConfig,
+    MFRater,
+    PointRater,
+    _gaussian_table,
+    load_rater,
+    make_rater,
+    save_rater,
+)
 from recsim_personas.agents.prompt import PromptBuilder, PromptConfig
 from recsim_personas.agents.raft import RaftConfig, RaftExample, raft_examples
 from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError, config_from_dict, unknown_choice
@@ -80,8 +91,8 @@ logger = logging.getLogger(__name__)
 AGENTS_FORMAT = "recsim-personas/persona-agents"
 AGENTS_FORMAT_VERSION = 1
 VARIANTS: tuple[str, ...] = ("persona", "single")
-ANCHORS: tuple[str, ...] = ("bias", "mf", "none")
-PRIORS: tuple[str, ...] = ("bias", "mf")
+PRIORS: tuple[str, ...] = ("bias", "mf", "knn", "blend")
+ANCHORS: tuple[str, ...] = (*PRIORS, "none")
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 SINGLE_ADAPTER = "single"
 DEFAULT_RANK = {"causal": 256, "encoder": 16}
@@ -106,7 +117,7 @@ class LoraTrainConfig:
         variant: ``"persona"`` (one adapter per persona cluster) or ``"single"`` (one adapter for all users).
         memories: retrieved memories per prompt (0 = Ms only; the paper: 1).
         anchor: ``"bias"`` (logits + the bias rater's log-probabilities; the adapter learns the residual),
-            ``"mf"`` (the same with the biased-MF rater) or ``"none"``.
+            ``"mf"`` / ``"knn"`` / ``"blend"`` (the same with that classical rater) or ``"none"``.
         rank: LoRA rank; ``None`` = 256 for causal LMs (the paper), 16 for the encoder.
         alpha: LoRA alpha; ``None`` = 32.
         dropout: LoRA dropout.
@@ -130,7 +141,7 @@ class LoraTrainConfig:
 
     variant: Literal["persona", "single"] = "persona"
     memories: int = 1
-    anchor: Literal["bias", "mf", "none"] = "bias"
+    anchor: Literal["bias", "mf", "knn", "blend", "none"] = "bias"
     rank: int | None = None
     alpha: int | None = None
     dropout: float = 0.05
@@ -211,85 +222,75 @@ def prompt_config(kind: str, template: str, max_length: int) -> PromptConfig:
 # the anchoring prior
 # ---------------------------------------------------------------------------------------------------------
 class AnchorPrior:
-    """The classical prior the agents' logits are anchored on (a fitted bias or MF rater) and its log-probs.
+    """The classical prior the agents' logits are anchored on (a fitted classical rater) and its log-probs.
 
     Args:
-        rater: a fitted :class:`BiasRater` or :class:`MFRater`.
+        rater: a fitted classical :class:`~recsim_personas.agents.classical.PointRater` (``bias``, ``mf``,
+            ``knn`` or ``blend``).
     """
 
-    def __init__(self, rater: BiasRater | MFRater) -> None:
-        if not isinstance(rater, BiasRater | MFRater):
-            raise ConfigError(f"the anchoring prior must be a bias or MF rater, got {type(rater).__name__}.")
+    def __init__(self, rater: PointRater) -> None:
+        if not isinstance(rater, PointRater) or rater.name not in PRIORS:
+            raise ConfigError(
+                f"the anchoring prior must be one of the classical raters {', '.join(PRIORS)}, got {rater!r}."
+            )
         rater._check_fitted()
         self.rater = rater
         self.name = rater.name
 
     @classmethod
     def fit(cls, history: pd.DataFrame, kind: str = "bias") -> AnchorPrior:
-        """Fit the ``kind`` rater (``"bias"`` or ``"mf"``) on ``history`` (train + background ratings; never a
+        """Fit the ``kind`` rater (one of :data:`PRIORS`) on ``history`` (train + background ratings; never a
         test rating). Deterministic (MF draws from its own seeded generator)."""
         if kind not in PRIORS:
             raise unknown_choice("anchoring prior", str(kind), PRIORS)
-        return cls((BiasRater() if kind == "bias" else MFRater()).fit(history))
+        return cls(make_rater(kind).fit(history))
 
     def log_probs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``log P_prior(rating = k + 1 | user, item)``, float64 (n, 5), finite."""
         return np.log(np.maximum(self.rater.predict(users, items), 1e-12))
 
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, str]:
-        """Write ``prior.json``, ``user_bias.parquet`` and ``item_bias.parquet`` (ids, biases and for MF the factor
-        columns ``f0``…; no pickle); returns their sha256."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        r = self.rater
-        if isinstance(r, BiasRater):
-            frames = {
-                "user_bias.parquet": _frame(r.user_bias_.index, r.user_bias_.to_numpy(), None),
-                "item_bias.parquet": _frame(r.item_bias_.index, r.item_bias_.to_numpy(), None),
-            }
-            params = {"reg_user": r.reg_user, "reg_item": r.reg_item, "n_sweeps": r.n_sweeps}
-        else:
-            frames = {
-                "user_bias.parquet": _frame(r.user_index_, r.bu_, r.P_),
-                "item_bias.parquet": _frame(r.item_index_, r.bi_, r.Q_),
-            }
-            params = {"config": dataclasses.asdict(r.config), "best_epochs": r._best_epochs}
-        for name, frame in frames.items():
-            with atomic_path(out / name) as tmp:
-                frame.to_parquet(tmp, index=False)
-        meta = {"rater": r.name, "mu": r.mu_, "sigma": r.sigma, "calibration_share": r.calibration_share, **params}
-        write_json(out / "prior.json", meta)
-        return {n: sha256_file(out / n) for n in ("prior.json", *frames)}
+        """Write the fitted rater (``rater.json`` + ``rater.npz``, no pickle); returns their sha256."""
+        return save_rater(self.rater, out_dir)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AnchorPrior:
+        """Read a saved prior (also the ``prior.json`` + parquet layout of bias / MF priors saved earlier)."""
         path = Path(path)
-        try:
-            meta = json.loads((path / "prior.json").read_text(encoding="utf-8"))
-            users = pd.read_parquet(path / "user_bias.parquet")
-            items = pd.read_parquet(path / "item_bias.parquet")
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"cannot read the anchoring prior in {str(path)!r}: {exc}.") from exc
-        uid = pd.Index(users["id"].to_numpy(dtype=np.int64))
-        iid = pd.Index(items["id"].to_numpy(dtype=np.int64))
-        rater: BiasRater | MFRater
-        if meta["rater"] == "bias":
-            rater = BiasRater(meta["reg_user"], meta["reg_item"], meta["n_sweeps"], meta["calibration_share"])
-            rater.user_bias_ = pd.Series(users["bias"].to_numpy(), index=uid)
-            rater.item_bias_ = pd.Series(items["bias"].to_numpy(), index=iid)
-        elif meta["rater"] == "mf":
-            rater = MFRater(MFConfig(**meta["config"]), meta["calibration_share"])
-            rater._best_epochs = meta["best_epochs"]
-            rater.user_index_, rater.item_index_ = uid, iid
-            rater.bu_, rater.bi_ = users["bias"].to_numpy(), items["bias"].to_numpy()
-            rater.P_ = users.filter(regex=r"^f\d+$").to_numpy(dtype=np.float64)
-            rater.Q_ = items.filter(regex=r"^f\d+$").to_numpy(dtype=np.float64)
-        else:
-            raise ArtifactError(f"{path / 'prior.json'}: unknown prior rater {meta['rater']!r}.")
-        rater.mu_ = float(meta["mu"])
-        rater.sigma = float(meta["sigma"])
-        rater._table = _gaussian_table(rater.sigma)
-        return cls(rater)
+        if (path / "prior.json").is_file() and not (path / "rater.json").is_file():
+            return cls(_load_parquet_prior(path))
+        return cls(load_rater(path))
+
+
+def _load_parquet_prior(path: Path) -> BiasRater | MFRater:
+    """A bias / MF prior in the layout of earlier artifacts: ``prior.json`` + ``user_bias`` / ``item_bias`` parquet."""
+    try:
+        meta = json.loads((path / "prior.json").read_text(encoding="utf-8"))
+        users = pd.read_parquet(path / "user_bias.parquet")
+        items = pd.read_parquet(path / "item_bias.parquet")
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read the anchoring prior in {str(path)!r}: {exc}.") from exc
+    uid = pd.Index(users["id"].to_numpy(dtype=np.int64))
+    iid = pd.Index(items["id"].to_numpy(dtype=np.int64))
+    rater: BiasRater | MFRater
+    if meta["rater"] == "bias":
+        rater = BiasRater(meta["reg_user"], meta["reg_item"], meta["n_sweeps"], meta["calibration_share"])
+        rater.user_bias_ = pd.Series(users["bias"].to_numpy(), index=uid)
+        rater.item_bias_ = pd.Series(items["bias"].to_numpy(), index=iid)
+    elif meta["rater"] == "mf":
+        rater = MFRater(MFConfig(**meta["config"]), meta["calibration_share"])
+        rater._best_epochs = meta["best_epochs"]
+        rater.user_index_, rater.item_index_ = uid, iid
+        rater.bu_, rater.bi_ = users["bias"].to_numpy(), items["bias"].to_numpy()
+        rater.P_ = users.filter(regex=r"^f\d+$").to_numpy(dtype=np.float64)
+        rater.Q_ = items.filter(regex=r"^f\d+$").to_numpy(dtype=np.float64)
+    else:
+        raise ArtifactError(f"{path / 'prior.json'}: unknown prior rater {meta['rater']!r}.")
+    rater.mu_ = float(meta["mu"])
+    rater.sigma = float(meta["sigma"])
+    rater._table = _gaussian_table(rater.sigma)
+    return rater
 
 
 def out_of_fold_log_probs(
@@ -325,14 +326,6 @@ def out_of_fold_log_probs(
     frame["fold"] = fold
     frame.index = pd.MultiIndex.from_arrays([users, items], names=["user_id", "item_id"])
     return frame
-
-
-def _frame(ids: pd.Index, bias: np.ndarray, factors: np.ndarray | None) -> pd.DataFrame:
-    cols: dict[str, Any] = {"id": np.asarray(ids, dtype=np.int64), "bias": np.asarray(bias, dtype=np.float64)}
-    if factors is not None:
-        for k in range(factors.shape[1]):
-            cols[f"f{k}"] = factors[:, k]
-    return pd.DataFrame(cols)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import torch
 from recsim_personas._io import sha256_file
 from recsim_personas.agents.backbones import DTYPES, BackboneConfig, build_backbone, parse_rating
 from recsim_personas.agents.lora import (
+    ANCHORS,
     SINGLE_ADAPTER,
     AnchorPrior,
     base_fingerprint,
@@ -359,14 +360,15 @@ class PersonaAgents:
     ) -> PersonaAgents:
         """The prompted baseline: the base causal LM, no adapter, the rating read from the rating tokens.
 
-        ``anchor="bias"`` (or ``"mf"``) adds that classical prior, fitted (deterministically) on the split's history.
+        ``anchor="bias"`` (or ``"mf"``, ``"knn"``, ``"blend"``) adds that classical prior, fitted (deterministically)
+        on the split's history.
         ``dtype`` as in :meth:`load` (``"auto"`` is float32 for a causal LM).
         """
         backbone = backbone or BackboneConfig(kind="causal")
         if backbone.kind != "causal":
             raise ConfigError("the prompt-only baseline needs a causal LM (an encoder's rating head is untrained).")
-        if anchor not in ("bias", "mf", "none"):
-            raise ConfigError(f"anchor must be 'bias', 'mf' or 'none', got {anchor!r}.")
+        if anchor not in ANCHORS:
+            raise unknown_choice("anchor", str(anchor), ANCHORS)
         if dtype not in INFERENCE_DTYPES:
             raise unknown_choice("inference dtype", str(dtype), INFERENCE_DTYPES)
         pset.check_split(split.split_id)

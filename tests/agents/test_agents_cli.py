@@ -79,3 +79,10 @@ def test_bad_input_is_one_error_line(world, capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["agents", "train", "--split", split, "--personas", personas, "--memories", "-1"])
     assert "non-negative integer" in capsys.readouterr().err
+
+
+def test_cli_anchor_choices_are_the_librarys():
+    from recsim_personas.agents._cli import ANCHOR_CHOICES
+    from recsim_personas.agents.lora import ANCHORS
+
+    assert ANCHOR_CHOICES == ANCHORS

@@ -118,15 +118,27 @@ def test_prior_is_stored_and_equals_a_deterministic_refit(world, trained):
     assert np.isfinite(stored.log_probs(u, i)).all()
 
 
-def test_mf_prior_round_trips_through_parquet(world, tmp_path):
-    prior = AnchorPrior.fit(world.split.history(), "mf")
+@pytest.mark.parametrize("kind", ["mf", "knn", "blend"])
+def test_every_prior_kind_round_trips_through_its_files(world, tmp_path, kind):
+    prior = AnchorPrior.fit(world.split.history(), kind)
     files = prior.save(tmp_path)
-    assert set(files) == {"prior.json", "user_bias.parquet", "item_bias.parquet"}
+    assert set(files) == {"rater.json", "rater.npz"}
     loaded = AnchorPrior.load(tmp_path)
     u, i = requests(world)
-    assert loaded.name == "mf" and loaded.rater.P_.shape == prior.rater.P_.shape
+    assert loaded.name == kind
     np.testing.assert_array_equal(loaded.log_probs(u, i), prior.log_probs(u, i))
     assert not np.allclose(loaded.log_probs(u, i), AnchorPrior.fit(world.split.history()).log_probs(u, i))
+
+
+def test_a_prior_in_the_earlier_parquet_layout_still_loads(world, tmp_path):
+    rater = AnchorPrior.fit(world.split.history(), "bias").rater
+    meta = {"rater": "bias", "mu": rater.mu_, "sigma": rater.sigma, "calibration_share": rater.calibration_share}
+    meta |= {"reg_user": rater.reg_user, "reg_item": rater.reg_item, "n_sweeps": rater.n_sweeps}
+    (tmp_path / "prior.json").write_text(json.dumps(meta))
+    for name, bias in (("user_bias", rater.user_bias_), ("item_bias", rater.item_bias_)):
+        pd.DataFrame({"id": bias.index.to_numpy(), "bias": bias.to_numpy()}).to_parquet(tmp_path / f"{name}.parquet")
+    u, i = requests(world)
+    np.testing.assert_array_equal(AnchorPrior.load(tmp_path).log_probs(u, i), np.log(rater.predict(u, i)))
 
 
 def test_training_examples_are_anchored_on_a_prior_that_has_not_seen_them(world):
