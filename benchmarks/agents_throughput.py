@@ -11,6 +11,11 @@ passes, anchoring):
   every pass routed per row with ``adapter_names`` (any mix of personas in one pass);
 - *naive*: one request per call (the loop an API-driven LLM agent runs).
 
+Both run the agents' default routing (``single_adapter_passes``: a pass whose prompts all use one adapter —
+every pass of the naive loop, some of the batched calls' — runs PEFT's plain forward with that adapter
+active) and, for the before/after comparison in the same run, the earlier routing (every pass through PEFT's
+mixed-batch ``adapter_names`` route: the ``*_mixed_route`` rows).
+
 The two precisions and two paths are timed in alternation (``--repeats`` rounds, the best of each kept), so
 that load from other processes on the machine hits them alike: compare ratios within one run. Also timed:
 the forward passes alone, with the token cap and without it (whole ``--batch-size`` passes).
@@ -18,8 +23,10 @@ the forward passes alone, with the token cap and without it (whole ``--batch-siz
 FLOPs of the forward passes are counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, incl.
 attention and LoRA) in an untimed pass, and the achieved FLOP/s of each precision is compared with the
 peak of square matmuls of the same precision, measured at the start and at the end of the same run with
-the same thread count (the better of the two). Fidelity: RMSE / MAE of the expected rating against the
-real test ratings for both precisions, and their largest differences. Prints one JSON object and writes
+the same thread count (the better of the two), and with the best rate of the encoder's own linear layers
+(2,048 tokens × 384 → 384, 384 → 1,536 and 1,536 → 384), the ceiling a MiniLM pass could reach.
+Fidelity: RMSE / MAE of the expected rating against the real test ratings for both precisions, and their
+largest differences. Prints one JSON object and writes
 ``report.md`` / ``report.json`` into ``--out``.
 
     .venv/bin/python benchmarks/agents_throughput.py
@@ -85,6 +92,21 @@ def matmul_peak(torch, dtype, repeats: int = 5) -> dict[str, float]:
     return best
 
 
+def linear_peak(torch, dtype, repeats: int = 5) -> dict[str, float]:
+    """Best GFLOP/s of ``dtype`` linear layers of MiniLM's shapes on a pass of 2,048 tokens, per shape."""
+    best = {}
+    for k, n in ((384, 384), (384, 1536), (1536, 384)):
+        x, w, b = (torch.randn(*s).to(dtype) for s in ((2048, k), (n, k), (n,)))
+        torch.nn.functional.linear(x, w, b)
+        rates = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.nn.functional.linear(x, w, b)
+            rates.append(2 * 2048 * k * n / (time.perf_counter() - t0) / 1e9)
+        best[f"{k}->{n}"] = max(rates)
+    return best
+
+
 def main() -> None:
     args = parse()
     import torch
@@ -137,8 +159,19 @@ def main() -> None:
     tokens = float(np.mean([len(r) for r in rows]))
 
     peaks = {d: [matmul_peak(torch, getattr(torch, d))] for d in DTYPES}
+    lin_peaks = {d: [linear_peak(torch, getattr(torch, d))] for d in DTYPES}
     for a in agents.values():
         a.predict(users[:8], items[:8])  # warm-up (allocations, caches of the first users)
+
+    def routed(fn, single: bool):
+        def run(a: PersonaAgents):
+            a.single_adapter_passes = single
+            try:
+                return fn(a)
+            finally:
+                a.single_adapter_passes = True
+
+        return run
 
     def batched(a: PersonaAgents) -> np.ndarray:
         return np.concatenate(
@@ -153,16 +186,17 @@ def main() -> None:
 
     def forward(a: PersonaAgents, cap: bool) -> None:
         kwargs = {} if cap else {"max_tokens": None}
-        batched_logits(a.model, a.backbone, rows, names, args.batch_size, **kwargs)
+        batched_logits(a.model, a.backbone, rows, names, args.batch_size, single_adapter_passes=True, **kwargs)
 
     paths = {
         "batched": batched,
+        "batched_mixed_route": routed(batched, False),
         "naive": naive,
+        "naive_mixed_route": routed(naive, False),
         "forward_only": lambda a: forward(a, True),
         "forward_only_uncapped": lambda a: forward(a, False),
     }
-    count = {"batched": len(users), "naive": args.naive_requests, "forward_only": len(users)}
-    count["forward_only_uncapped"] = len(users)
+    count = {p: len(users) for p in paths} | {"naive": args.naive_requests, "naive_mixed_route": args.naive_requests}
     times: dict[str, dict[str, list[float]]] = {d: {p: [] for p in paths} for d in DTYPES}
     results: dict[str, dict[str, np.ndarray]] = {d: {} for d in DTYPES}
     for _ in range(args.repeats):
@@ -175,16 +209,20 @@ def main() -> None:
                     results[d][p] = res
     for d in DTYPES:
         peaks[d].append(matmul_peak(torch, getattr(torch, d)))
+        lin_peaks[d].append(linear_peak(torch, getattr(torch, d)))
     peak = {d: {n: max(run[n] for run in peaks[d]) for n in peaks[d][0]} for d in DTYPES}
+    lin_peak = {d: {n: max(run[n] for run in lin_peaks[d]) for n in lin_peaks[d][0]} for d in DTYPES}
 
     # FLOPs of the forward passes (untimed; the same count in both precisions)
+    # (either routing: the plain forward of a single-adapter pass runs the LoRA matmuls on all its rows, the
+    # mixed route on each adapter's rows; the same multiply-adds)
     with FlopCounterMode(display=False) as counter:
         batched_logits(first.model, first.backbone, rows, names, args.batch_size)
     flops = counter.get_total_flops()
     with FlopCounterMode(display=False) as counter1:
         batched_logits(first.model, first.backbone, rows[: args.naive_requests], names[: args.naive_requests], 1)
     flops_naive = counter1.get_total_flops()
-    flops_of = {"batched": flops, "naive": flops_naive, "forward_only": flops, "forward_only_uncapped": flops}
+    flops_of = {p: flops_naive if p.startswith("naive") else flops for p in paths}
 
     levels = np.arange(1, 6)
     per_dtype = {}
@@ -193,16 +231,30 @@ def main() -> None:
         rate = {p: count[p] / best[p] for p in paths}
         gflops = {p: flops_of[p] / best[p] / 1e9 for p in paths}
         top = max(peak[d].values())
+        lin_top = max(lin_peak[d].values())
         expected = results[d]["batched"] @ levels
         per_dtype[d] = {
             "ratings_per_s": rate,
             "speedup_batched_vs_naive": rate["batched"] / rate["naive"],
+            "speedup_batched_vs_naive_mixed_route": rate["batched_mixed_route"] / rate["naive_mixed_route"],
+            "speedup_single_adapter_passes": {
+                "batched": rate["batched"] / rate["batched_mixed_route"],
+                "naive": rate["naive"] / rate["naive_mixed_route"],
+            },
             "speedup_token_cap": rate["forward_only"] / rate["forward_only_uncapped"],
             "achieved_gflops": gflops,
             "matmul_peak_gflops": peak[d],
             "share_of_peak": {p: g / top for p, g in gflops.items()},
+            "minilm_linear_peak_gflops": lin_peak[d],
+            "share_of_linear_peak": {p: g / lin_top for p, g in gflops.items()},
             "max_abs_diff_batched_vs_naive": float(
                 np.abs(results[d]["batched"][: args.naive_requests] - results[d]["naive"]).max()
+            ),
+            "max_abs_diff_routing": float(
+                max(
+                    np.abs(results[d]["batched"] - results[d]["batched_mixed_route"]).max(),
+                    np.abs(results[d]["naive"] - results[d]["naive_mixed_route"]).max(),
+                )
             ),
             "rmse_expected": float(np.sqrt(np.mean((expected - truth) ** 2))),
             "mae_expected": float(np.mean(np.abs(expected - truth))),
@@ -237,6 +289,8 @@ def main() -> None:
     token_cap = inspect.signature(batched_logits).parameters["max_tokens"].default
     label = {
         "batched": "batched, mixed adapters (end to end)",
+        "batched_mixed_route": "batched, every pass via `adapter_names` (earlier routing, end to end)",
+        "naive_mixed_route": "one request at a time, via `adapter_names` (earlier routing, end to end)",
         "forward_only": f"batched, forward passes only (≤ {token_cap:,} tokens per pass)",
         "forward_only_uncapped": f"batched, forward passes only ({args.batch_size} prompts per pass, no token cap)",
         "naive": "one request at a time (end to end)",
@@ -250,24 +304,38 @@ def main() -> None:
         f" (budget {first.builder.cfg.max_length}); {args.threads} torch thread(s); the best of {args.repeats}"
         " alternating rounds. Other processes may share the CPU: compare within this table.",
         "",
-        "| weights | path | ratings/s | achieved GFLOP/s | share of the same-precision matmul peak |",
-        "|---|---|---|---|---|",
+        "| weights | path | ratings/s | achieved GFLOP/s | share of the same-precision matmul peak |"
+        " share of MiniLM's linear-layer peak |",
+        "|---|---|---|---|---|---|",
     ]
     for d in DTYPES:
         r = per_dtype[d]
-        for p in ("batched", "forward_only", "forward_only_uncapped", "naive"):
+        for p in (
+            "batched",
+            "batched_mixed_route",
+            "forward_only",
+            "forward_only_uncapped",
+            "naive",
+            "naive_mixed_route",
+        ):
             md.append(
                 f"| {d} | {label[p]} | {r['ratings_per_s'][p]:.1f} | {r['achieved_gflops'][p]:.1f} |"
-                f" {r['share_of_peak'][p]:.0%} |"
+                f" {r['share_of_peak'][p]:.0%} | {r['share_of_linear_peak'][p]:.0%} |"
             )
     md.append("")
     for d in DTYPES:
         r = per_dtype[d]
         md.append(
-            f"- {d}: batching {r['speedup_batched_vs_naive']:.2f}× the one-at-a-time loop; the token cap"
+            f"- {d}: batching {r['speedup_batched_vs_naive']:.2f}× the one-at-a-time loop (earlier routing:"
+            f" {r['speedup_batched_vs_naive_mixed_route']:.2f}×); single-adapter passes on PEFT's plain forward"
+            f" {r['speedup_single_adapter_passes']['batched']:.2f}× batched,"
+            f" {r['speedup_single_adapter_passes']['naive']:.2f}× one at a time (distributions differ by ≤"
+            f" {r['max_abs_diff_routing']:.1e}); the token cap"
             f" {r['speedup_token_cap']:.2f}× whole {args.batch_size}-prompt passes; batched vs one-at-a-time"
             f" distributions differ by ≤ {r['max_abs_diff_batched_vs_naive']:.1e}; matmul peak "
             + ", ".join(f"n={k}: {v:.0f}" for k, v in r["matmul_peak_gflops"].items())
+            + " GFLOP/s, MiniLM's linear layers "
+            + ", ".join(f"{k}: {v:.0f}" for k, v in r["minilm_linear_peak_gflops"].items())
             + f" GFLOP/s; RMSE {r['rmse_expected']:.5f}, MAE {r['mae_expected']:.5f} (expected rating vs the"
             " real rating)."
         )

@@ -398,6 +398,7 @@ def batched_logits(
     batch_size: int,
     *,
     max_tokens: int | None = 2048,
+    single_adapter_passes: bool = False,
 ) -> torch.Tensor:
     """Rating logits (n, 5) float32 of token-id prompts, batched by length, rows in input order (no grad).
 
@@ -409,11 +410,27 @@ def batched_logits(
     64-prompt passes (float32 and bfloat16, 1 and 2 threads; of caps 1,024 to 4,096, 2,048 was the best or
     within 1 % of it in each setting). The logits are the same up to rounding (float32 ~1e-7; bfloat16
     ~1e-3: its matmul rounding depends on the shapes).
+
+    ``single_adapter_passes=True`` (inference on a ``PeftModel`` whose adapters need no gradient, in eval mode;
+    :class:`~recsim_personas.agents.persona_agents.PersonaAgents` passes it): prompts of equal length are
+    ordered by adapter as well, so a pass holds as few adapters as the length order allows (the padding does not
+    change), and a pass whose prompts all use one adapter runs PEFT's plain forward with that adapter active
+    (``PeftModel.set_adapter(name, inference_mode=True)``: every adapter stays frozen) instead of the
+    mixed-batch route, which gathers and scatters each adapter's rows at every LoRA layer (MiniLM, bfloat16, one
+    thread: 168 ms for a pass of 8 × 256 tokens against 260 ms routed). The logits are the same up to rounding
+    (as above: in bfloat16 a pass of other rows rounds differently). A pass mixing adapters is still one
+    forward pass routed row by row with ``adapter_names``. The model's active adapter is left at the last one
+    used.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}.")
     lengths = [len(r) for r in rows]
-    order = np.argsort(lengths, kind="stable")
+    plain = single_adapter_passes and adapter_names is not None and _plain_routing(model)
+    if plain:  # ascending length, then adapter (lexsort: the last key is the primary one; stable)
+        rank = {n: k for k, n in enumerate(sorted(set(adapter_names)))}
+        order = np.lexsort((np.array([rank[n] for n in adapter_names], dtype=np.int64), np.array(lengths)))
+    else:
+        order = np.argsort(lengths, kind="stable")
     out = torch.empty((len(rows), 5), dtype=torch.float32)
     with torch.inference_mode():
         lo = 0
@@ -424,10 +441,27 @@ def batched_logits(
                     hi -= 1
             idx = order[lo:hi]
             batch = encode_rows(backbone, [rows[i] for i in idx])
-            kwargs = {"adapter_names": [adapter_names[i] for i in idx]} if adapter_names is not None else {}
-            out[torch.as_tensor(idx)] = model(**batch, **kwargs).float()
+            names = None if adapter_names is None else [adapter_names[i] for i in idx]
+            if plain and len(set(names)) == 1 and names[0] in model.peft_config:
+                if model.active_adapter != names[0]:
+                    model.set_adapter(names[0], inference_mode=True)
+                logits = model(**batch)
+            else:
+                logits = model(**batch, **({} if names is None else {"adapter_names": names}))
+            out[torch.as_tensor(idx)] = logits.float()
             lo = hi
     return out
+
+
+def _plain_routing(model: torch.nn.Module) -> bool:
+    """Whether :func:`batched_logits` may run single-adapter passes by switching ``model``'s active adapter: a
+    ``PeftModel`` in eval mode with one active adapter (switching with ``inference_mode=True`` freezes them all)."""
+    return (
+        isinstance(getattr(model, "peft_config", None), dict)
+        and callable(getattr(model, "set_adapter", None))
+        and not model.training
+        and isinstance(getattr(model, "active_adapter", None), str)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
