@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from conftest import synthetic_ratings, write_ml100k
+from datakit import synthetic_ratings, write_ml100k
 
 from recsim_personas._io import sha256_file
 from recsim_personas.agents.backbones import BackboneConfig
@@ -76,3 +76,19 @@ def train_tiny(world: World, name: str = "agents-persona") -> Path:
     out = world.root / name
     train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, CONFIG, out, progress=False)
     return out
+
+
+def perturbed_agents(world: World, trained: Path, dtype: str, *, seed: int, batch_size: int = 4) -> Any:
+    """The tiny agents loaded in ``dtype``, their LoRA B matrices and rating heads shifted by seeded noise
+    (sd 0.05) so that the adapters clearly differ and a routing mistake shows in the logits."""
+    import torch
+
+    from recsim_personas.agents.persona_agents import PersonaAgents
+
+    agents = PersonaAgents.load(trained, world.split, world.pset, world.index, batch_size=batch_size, dtype=dtype)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in agents.model.named_parameters():
+            if ".lora_B." in name or ".modules_to_save." in name:
+                p.add_((torch.randn(p.shape, generator=gen) * 0.05).to(p.dtype))
+    return agents

@@ -9,14 +9,8 @@ import pytest
 
 pytest.importorskip("peft")
 
-from agentkit import World, make_world
 
 from recsim_personas.cli import main
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("world"))
 
 
 def run(capsys, *argv):

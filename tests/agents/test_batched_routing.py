@@ -10,36 +10,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from agentkit import World, make_world, train_tiny  # noqa: E402
+from agentkit import World, perturbed_agents  # noqa: E402
 
 from recsim_personas.agents.lora import batched_logits  # noqa: E402
 from recsim_personas.agents.persona_agents import PersonaAgents  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("world"))
-
-
-@pytest.fixture(scope="module")
-def trained(world: World) -> Path:
-    return train_tiny(world)
-
-
-def load(world: World, trained: Path, dtype: str) -> PersonaAgents:
-    agents = PersonaAgents.load(trained, world.split, world.pset, world.index, batch_size=4, dtype=dtype)
-    # make the adapters (and their rating heads) clearly different, so a routing mistake shows
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for name, p in agents.model.named_parameters():
-            if ".lora_B." in name or ".modules_to_save." in name:
-                p.add_((torch.randn(p.shape, generator=gen) * 0.05).to(p.dtype))
-    return agents
-
-
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
 def agents(request: pytest.FixtureRequest, world: World, trained: Path) -> PersonaAgents:
-    return load(world, trained, request.param)
+    return perturbed_agents(world, trained, request.param, seed=5)
 
 
 def requests(world: World, n: int = 12) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from agentkit import World, make_world, train_tiny  # noqa: E402
+from agentkit import World, perturbed_agents  # noqa: E402
 
 from recsim_personas.agents import persona_agents  # noqa: E402
 from recsim_personas.agents.lora import batched_logits  # noqa: E402
@@ -29,34 +29,13 @@ LEVELS = np.arange(1, 6)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("world"))
-
-
-@pytest.fixture(scope="module")
-def trained(world: World) -> Path:
-    return train_tiny(world)
-
-
-def load(world: World, trained: Path, dtype: str, batch_size: int = 4) -> PersonaAgents:
-    agents = PersonaAgents.load(trained, world.split, world.pset, world.index, batch_size=batch_size, dtype=dtype)
-    # make the adapters clearly different (the same perturbation for every load), so routing mistakes show
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in agents.model.named_parameters():
-            if ".lora_B." in name or ".modules_to_save." in name:
-                p.add_((torch.randn(p.shape, generator=gen) * 0.05).to(p.dtype))
-    return agents
-
-
-@pytest.fixture(scope="module")
 def agents32(world: World, trained: Path) -> PersonaAgents:
-    return load(world, trained, "float32")
+    return perturbed_agents(world, trained, "float32", seed=3)
 
 
 @pytest.fixture(scope="module")
 def agents16(world: World, trained: Path) -> PersonaAgents:
-    return load(world, trained, "bfloat16")
+    return perturbed_agents(world, trained, "bfloat16", seed=3)
 
 
 def requests(world: World, n: int = 12) -> tuple[np.ndarray, np.ndarray]:

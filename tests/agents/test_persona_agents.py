@@ -20,7 +20,7 @@ if importlib.util.find_spec("peft") is None:  # pragma: no cover - peft is a dec
     pytest.skip("peft is not installed", allow_module_level=True)
 
 import safetensors.torch  # noqa: E402
-from agentkit import BACKBONE, CONFIG, World, make_world, train_tiny  # noqa: E402
+from agentkit import BACKBONE, CONFIG, World, make_world  # noqa: E402
 
 from recsim_personas.agents import lora  # noqa: E402
 from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
@@ -36,16 +36,6 @@ from recsim_personas.agents.persona_agents import PersonaAgents  # noqa: E402
 from recsim_personas.agents.prompt import PromptBuilder, PromptConfig, PromptTooLongError  # noqa: E402
 from recsim_personas.agents.rater import Rater, check_distribution  # noqa: E402
 from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("world"))
-
-
-@pytest.fixture(scope="module")
-def trained(world: World) -> Path:
-    return train_tiny(world)
 
 
 @pytest.fixture(scope="module")

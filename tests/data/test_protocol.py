@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic_ratings, write_ml100k
+from datakit import synthetic_ratings, write_ml100k
 
 from recsim_personas.data import ProtocolConfig, Split, load_movielens, make_split, prepare_split
 from recsim_personas.data.protocol import eligible_users, temporal_split

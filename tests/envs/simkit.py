@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_ratings, write_ml100k
+from datakit import synthetic_ratings, write_ml100k
 
 from recsim_personas.data import ProtocolConfig, prepare_split
 from recsim_personas.envs import SessionConfig, World, make_world

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_ratings, write_ml100k
+from datakit import synthetic_ratings, write_ml100k
 
 from recsim_personas.data import ProtocolConfig, prepare_split
 from recsim_personas.envs import World, make_world
