@@ -92,3 +92,13 @@ def perturbed_agents(world: World, trained: Path, dtype: str, *, seed: int, batc
             if ".lora_B." in name or ".modules_to_save." in name:
                 p.add_((torch.randn(p.shape, generator=gen) * 0.05).to(p.dtype))
     return agents
+
+
+def requests(world: World, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Test requests of users of both personas, interleaved (u0 of persona 0, u1 of persona 1, ...)."""
+    test = world.split.test
+    by_cluster: dict[int, list[int]] = {}
+    for row in range(len(test)):
+        by_cluster.setdefault(world.clusters.labels[int(test.user_id.iloc[row])], []).append(row)
+    rows = [r for pair in zip(*by_cluster.values(), strict=False) for r in pair][:n]
+    return test.user_id.to_numpy()[rows], test.item_id.to_numpy()[rows]

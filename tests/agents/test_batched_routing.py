@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from agentkit import World, perturbed_agents  # noqa: E402
+from agentkit import World, perturbed_agents, requests  # noqa: E402
 
 from recsim_personas.agents.lora import batched_logits  # noqa: E402
 from recsim_personas.agents.persona_agents import PersonaAgents  # noqa: E402
@@ -19,16 +19,6 @@ from recsim_personas.agents.persona_agents import PersonaAgents  # noqa: E402
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
 def agents(request: pytest.FixtureRequest, world: World, trained: Path) -> PersonaAgents:
     return perturbed_agents(world, trained, request.param, seed=5)
-
-
-def requests(world: World, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Test requests of users of both personas, interleaved."""
-    test = world.split.test
-    by_cluster: dict[int, list[int]] = {}
-    for row in range(len(test)):
-        by_cluster.setdefault(world.clusters.labels[int(test.user_id.iloc[row])], []).append(row)
-    rows = [r for pair in zip(*by_cluster.values(), strict=False) for r in pair][:n]
-    return test.user_id.to_numpy()[rows], test.item_id.to_numpy()[rows]
 
 
 class Passes:

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from agentkit import World, perturbed_agents  # noqa: E402
+from agentkit import World, perturbed_agents, requests  # noqa: E402
 
 from recsim_personas.agents import persona_agents  # noqa: E402
 from recsim_personas.agents.lora import batched_logits  # noqa: E402
@@ -36,16 +36,6 @@ def agents32(world: World, trained: Path) -> PersonaAgents:
 @pytest.fixture(scope="module")
 def agents16(world: World, trained: Path) -> PersonaAgents:
     return perturbed_agents(world, trained, "bfloat16", seed=3)
-
-
-def requests(world: World, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Test requests of users of both personas, interleaved."""
-    test = world.split.test
-    by_cluster: dict[int, list[int]] = {}
-    for row in range(len(test)):
-        by_cluster.setdefault(world.clusters.labels[int(test.user_id.iloc[row])], []).append(row)
-    rows = [r for pair in zip(*by_cluster.values(), strict=False) for r in pair][:n]
-    return test.user_id.to_numpy()[rows], test.item_id.to_numpy()[rows]
 
 
 # ---------------------------------------------------------------------------------------------------------

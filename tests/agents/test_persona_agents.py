@@ -20,7 +20,7 @@ if importlib.util.find_spec("peft") is None:  # pragma: no cover - peft is a dec
     pytest.skip("peft is not installed", allow_module_level=True)
 
 import safetensors.torch  # noqa: E402
-from agentkit import BACKBONE, CONFIG, World, make_world  # noqa: E402
+from agentkit import BACKBONE, CONFIG, World, make_world, requests  # noqa: E402
 
 from recsim_personas.agents import lora  # noqa: E402
 from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
@@ -41,16 +41,6 @@ from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError 
 @pytest.fixture(scope="module")
 def agents(world: World, trained: Path) -> PersonaAgents:
     return PersonaAgents.load(trained, world.split, world.pset, world.index, batch_size=4)
-
-
-def requests(world: World, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Test requests of users of both personas, interleaved (u0 of persona 0, u1 of persona 1, ...)."""
-    test = world.split.test
-    by_cluster: dict[int, list[int]] = {}
-    for row in range(len(test)):
-        by_cluster.setdefault(world.clusters.labels[int(test.user_id.iloc[row])], []).append(row)
-    rows = [r for pair in zip(*by_cluster.values(), strict=False) for r in pair][:n]
-    return test.user_id.to_numpy()[rows], test.item_id.to_numpy()[rows]
 
 
 # ---------------------------------------------------------------------------------------------------------
