@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -157,8 +156,13 @@ class PointRater(ABC):
 
     # -- persistence (see save_rater / load_rater) ----------------------------------------------
     def _params(self) -> dict[str, Any]:
-        """Constructor keyword arguments (JSON-able), besides ``calibration_share``."""
+        """Constructor settings (JSON-able), besides ``calibration_share``; :meth:`_from_params` inverts it."""
         return {}
+
+    @classmethod
+    def _from_params(cls, params: dict[str, Any], calibration_share: float) -> Self:
+        """A new, unfitted rater with the settings :meth:`_params` returned."""
+        return cls(calibration_share=calibration_share, **params)
 
     @abstractmethod
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -433,7 +437,11 @@ class MFRater(PointRater):
         return out
 
     def _params(self) -> dict[str, Any]:
-        return {"config": self.config}
+        return {"config": dataclasses.asdict(self.config)}
+
+    @classmethod
+    def _from_params(cls, params: dict[str, Any], calibration_share: float) -> Self:
+        return cls(MFConfig(**params["config"]), calibration_share)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {"user_ids": self.user_index_.to_numpy(dtype=np.int64), "user_bias": self.bu_, "P": self.P_}
@@ -609,7 +617,7 @@ class BlendRater(PointRater):
             m._restore(saved, {key[len(prefix) :]: v for key, v in arrays.items() if key.startswith(prefix)})
 
 
-CLASSICAL_RATERS: dict[str, Callable[[], PointRater]] = {
+CLASSICAL_RATERS: dict[str, type[PointRater]] = {
     "global": GlobalMeanRater,
     "user": UserMeanRater,
     "item": ItemMeanRater,
@@ -620,14 +628,13 @@ CLASSICAL_RATERS: dict[str, Callable[[], PointRater]] = {
 }
 
 
-def make_rater(name: str, **params: Any) -> PointRater:
+def make_rater(name: str) -> PointRater:
     """A new, unfitted classical rater by name (``global``, ``user``, ``item``, ``bias``, ``mf``, ``knn``,
-    ``blend``), with its constructor's keyword arguments."""
+    ``blend``)."""
     try:
-        cls = CLASSICAL_RATERS[name]
+        return CLASSICAL_RATERS[name]()
     except KeyError:
         raise unknown_choice("rater", name, CLASSICAL_RATERS) from None
-    return cls(**params)
 
 
 RATER_FILES = ("rater.json", "rater.npz")
@@ -641,10 +648,7 @@ def save_rater(rater: PointRater, out_dir: str | os.PathLike[str]) -> dict[str, 
     rater._check_fitted()
     meta, arrays = rater._state()
     out = Path(out_dir)
-    params = rater._params()
-    if "config" in params:
-        params["config"] = dataclasses.asdict(params["config"])
-    doc = {"rater": rater.name, "params": params, "calibration_share": rater.calibration_share}
+    doc = {"rater": rater.name, "params": rater._params(), "calibration_share": rater.calibration_share}
     doc |= {"sigma": rater.sigma, "state": meta, "arrays": sorted(arrays)}
     with atomic_path(out / "rater.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
@@ -668,12 +672,7 @@ def load_rater(path: str | os.PathLike[str]) -> PointRater:
     missing = set(doc.get("arrays", [])) - set(arrays)
     if missing:
         raise ArtifactError(f"{path / 'rater.npz'} lacks arrays {sorted(missing)}; save the rater again.")
-    params = dict(doc["params"])
-    if "config" in params:
-        params["config"] = MFConfig(**params["config"])
-    if "members" in params:
-        params["members"] = tuple(params["members"])
-    rater = make_rater(doc["rater"], calibration_share=doc["calibration_share"], **params)
+    rater = CLASSICAL_RATERS[doc["rater"]]._from_params(doc["params"], doc["calibration_share"])
     rater._restore(doc["state"], arrays)
     rater.sigma = float(doc["sigma"])
     rater._table = _gaussian_table(rater.sigma)
