@@ -7,8 +7,7 @@
 - :mod:`.lora` — persona-LoRA training (:func:`~.lora.train_agents`); :mod:`.persona_agents` — the
   mixed-adapter :class:`~.persona_agents.PersonaAgents` rater; :mod:`.agent_report` — their fidelity report.
 
-Every export loads on first attribute access, so importing this package (or its light ``_cli`` module, which
-``recsim-personas --help`` does) imports neither torch nor pandas.
+Every export loads on first attribute access, so importing this package imports neither torch nor pandas.
 """
 
 from __future__ import annotations

@@ -64,7 +64,10 @@ from recsim_personas.personas.memory import MemoryHit
 logger = logging.getLogger(__name__)
 
 OBSERVED_REASON = "I watched this movie and rated it {rating} out of 5."
-"""The reason of a memory added by :meth:`PersonaAgents.observe` (a watch in the simulation)."""
+"""The reason of a memory added by :meth:`AgentSession.observe` (a watch in the simulation)."""
+
+Observed = dict[int, list[tuple[int, int, np.ndarray]]]
+"""A session's memories of watched movies: ``{user_id: [(item_id, rating, key float32 (d,)), ...]}``."""
 
 INFERENCE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 """Precisions of the agents' weights at inference (``dtype=`` of :meth:`PersonaAgents.load`)."""
@@ -193,8 +196,6 @@ class PersonaAgents:
             self.model.to(DTYPES[resolve_inference_dtype(dtype, self.kind)])
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.anchored = prior is not None
-        # memories of movies watched in a simulation (see observe): user_id -> [(item_id, rating, key (d,))]
-        self._observed: dict[int, list[tuple[int, int, np.ndarray]]] = {}
         label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[variant]
         self.name = name or f"{self.kind} {label} mem{self.memories} {anchor_label(prior)}"
 
@@ -418,38 +419,22 @@ class PersonaAgents:
             ) from None
 
     # -- memories of the simulation -------------------------------------------------------------
-    def observe(self, user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray) -> None:
-        """Remember movies the users watched and rated in a simulation (the environment calls this).
+    def session(self) -> AgentSession:
+        """A fresh :class:`AgentSession` for one simulation (the :class:`~recsim_personas.agents.rater.StatefulRater`
+        contract): the memories its users form while watching live there, not on the shared agents."""
+        return AgentSession(self)
 
-        Each becomes a memory "I watched this movie and rated it r out of 5." keyed by the movie's
-        description embedding, and competes with the train memories in later retrievals (by cosine
-        similarity to the requested movie, never the requested movie itself). The train memory index on
-        disk is not changed; :meth:`forget_observed` drops these memories again.
-
-        Args:
-            user_ids, item_ids: int (n,); ratings: int (n,) in 1..5.
-        """
-        if self.memories == 0 or self.index is None:
-            return
-        users, items = as_requests(user_ids, item_ids)
-        keys = self.index.item_vector(items)
-        for u, i, r, key in zip(users, items, np.asarray(ratings, dtype=np.int64), keys, strict=True):
-            self._observed.setdefault(int(u), []).append((int(i), int(r), key))
-
-    def forget_observed(self) -> None:
-        """Drop every memory added by :meth:`observe` (a new simulated population starts from the train data)."""
-        self._observed.clear()
-
-    def retrieve(self, users: np.ndarray, items: np.ndarray) -> list[list[MemoryHit]]:
-        """The ``memories`` most similar memories per request: train memories and observed ones, best first."""
+    def retrieve(self, users: np.ndarray, items: np.ndarray, observed: Observed | None = None) -> list[list[MemoryHit]]:
+        """The ``memories`` most similar memories per request, best first: train memories and, with ``observed``
+        (a session's memories of watched movies), those too — never the requested movie's own."""
         if self.memories == 0:
             return [[] for _ in range(len(users))]
         hits = self.index.retrieve_batch(users, items, self.memories)
-        if not self._observed:
+        if not observed:
             return hits
         queries = self.index.item_vector(items)
         for q, (u, i) in enumerate(zip(users, items, strict=True)):
-            seen = self._observed.get(int(u))
+            seen = observed.get(int(u))
             if not seen:
                 continue
             keys = np.stack([k for _, _, k in seen])
@@ -462,22 +447,32 @@ class PersonaAgents:
             hits[q] = sorted([*hits[q], *extra], key=lambda h: -h.score)[: self.memories]
         return hits
 
-    def prompts(self, users: np.ndarray, items: np.ndarray) -> tuple[list[list[int]], list[str] | None]:
-        """Token-id prompts and per-row adapter names of a batch of requests."""
+    def prompts(
+        self, users: np.ndarray, items: np.ndarray, observed: Observed | None = None
+    ) -> tuple[list[list[int]], list[str] | None]:
+        """Token-id prompts and per-row adapter names of a batch of requests (``observed``: see :meth:`retrieve`)."""
         names = [self.adapter_of(int(u)) for u in users]
-        hits = self.retrieve(users, items)
+        hits = self.retrieve(users, items, observed)
         rows = [self.builder.build(int(u), int(i), h).ids for u, i, h in zip(users, items, hits, strict=True)]
         return rows, (None if self.cluster_map is None else [str(n) for n in names])
 
-    def logits(self, users: np.ndarray, items: np.ndarray, *, anchored: bool | None = None) -> np.ndarray:
+    def logits(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        *,
+        anchored: bool | None = None,
+        observed: Observed | None = None,
+    ) -> np.ndarray:
         """Rating logits, float64 (n, 5): the backbone's, plus the prior's log-probs when ``anchored``.
 
-        ``anchored=None`` follows the artifact; ``False`` gives the raw backbone + adapter logits.
+        ``anchored=None`` follows the artifact; ``False`` gives the raw backbone + adapter logits. ``observed``:
+        a session's memories of watched movies (see :meth:`retrieve`).
         """
         u, i = as_requests(users, items)
         if u.size == 0:
             return np.zeros((0, N_LEVELS))
-        rows, names = self.prompts(u, i)
+        rows, names = self.prompts(u, i, observed)
         raw = batched_logits(
             self.model, self.backbone, rows, names, self.batch_size, single_adapter_passes=self.single_adapter_passes
         )
@@ -489,14 +484,51 @@ class PersonaAgents:
             raw = raw + self.prior.log_probs(u, i)
         return raw
 
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Rating distributions, float64 (n, 5), rows summing to 1 (the Rater contract)."""
-        logits = torch.as_tensor(self.logits(users, items))
+    def predict(self, users: np.ndarray, items: np.ndarray, *, observed: Observed | None = None) -> np.ndarray:
+        """Rating distributions, float64 (n, 5), rows summing to 1 (the Rater contract); ``observed``: a session's
+        memories of watched movies (see :meth:`retrieve`; :class:`AgentSession` passes its own)."""
+        logits = torch.as_tensor(self.logits(users, items, observed=observed))
         return torch.softmax(logits, dim=-1).numpy()
 
     def __repr__(self) -> str:
         n = len(set(self.cluster_map.values())) if self.cluster_map else 0
         return f"PersonaAgents({self.name!r}, adapters={n}, memories={self.memories}, dtype={self.dtype!r})"
+
+
+class AgentSession:
+    """One simulation's persona agents: the shared :class:`PersonaAgents` plus the memories its users formed.
+
+    :meth:`PersonaAgents.session` hands one to each simulation (the
+    :class:`~recsim_personas.agents.rater.RaterSession` contract). A watch reported to :meth:`observe` becomes a
+    memory "I watched this movie and rated it r out of 5." keyed by the movie's description embedding, which
+    competes with the user's train memories in this session's later retrievals; the agents themselves and the
+    memory index on disk never change, so two simulations on one set of agents stay apart.
+
+    Attributes:
+        agents: the shared agents.
+        observed: ``{user_id: [(item_id, rating, key float32 (d,)), ...]}`` in the order watched.
+    """
+
+    def __init__(self, agents: PersonaAgents) -> None:
+        self.agents = agents
+        self.observed: Observed = {}
+
+    def observe(self, user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray) -> None:
+        """Remember movies the users watched and rated (ids int (n,), ratings int (n,) in 1..5).
+
+        Nothing is kept when the agents retrieve no memories (``memories == 0`` or no index).
+        """
+        agents = self.agents
+        if agents.memories == 0 or agents.index is None:
+            return
+        users, items = as_requests(user_ids, item_ids)
+        keys = agents.index.item_vector(items)
+        for u, i, r, key in zip(users, items, np.asarray(ratings, dtype=np.int64), keys, strict=True):
+            self.observed.setdefault(int(u), []).append((int(i), int(r), key))
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Rating distributions, float64 (n, 5), retrieving this session's memories too."""
+        return self.agents.predict(users, items, observed=self.observed)
 
 
 def load_world(
@@ -568,6 +600,7 @@ def measure_urr(
 __all__ = [
     "INFERENCE_DTYPES",
     "SINGLE_ADAPTER",
+    "AgentSession",
     "PersonaAgents",
     "anchor_label",
     "load_world",

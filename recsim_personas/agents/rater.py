@@ -45,6 +45,58 @@ class Rater(Protocol):
         ...
 
 
+@runtime_checkable
+class RaterSession(Protocol):
+    """One simulation's handle on a rater: its predictions, and the watches the simulation reports back.
+
+    A simulation (a :class:`~recsim_personas.envs.model.Population`) opens one session when it starts and asks
+    it, never the shared rater, for rating distributions; what its users watch goes to :meth:`observe`. State a
+    rater keeps about a simulation (e.g. memories of watched movies) lives in the session, so two simulations
+    on one rater never see each other's watches.
+    """
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Rating distributions, float64 (n, 5), as :meth:`Rater.predict`, given what was observed so far."""
+        ...
+
+    def observe(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
+        """The users watched these items and rated them (ids int (n,), ratings int (n,) in 1..5)."""
+        ...
+
+
+@runtime_checkable
+class StatefulRater(Rater, Protocol):
+    """A rater whose predictions depend on what a simulation showed it: it hands each simulation a session."""
+
+    def session(self) -> RaterSession:
+        """A fresh session: nothing observed yet (predictions as :meth:`Rater.predict`)."""
+        ...
+
+
+class StatelessSession:
+    """The session of a rater that learns nothing from a simulation: ``predict`` forwards, ``observe`` ignores.
+
+    Args:
+        rater: any :class:`Rater`.
+    """
+
+    def __init__(self, rater: Rater) -> None:
+        self.rater = rater
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.rater.predict(users, items)
+
+    def observe(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
+        return None
+
+
+def open_session(rater: Rater) -> RaterSession:
+    """A new :class:`RaterSession` of ``rater``: its own (:class:`StatefulRater`), or a :class:`StatelessSession`."""
+    if isinstance(rater, StatefulRater):
+        return rater.session()
+    return StatelessSession(rater)
+
+
 def as_requests(users: object, items: object) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert a batch of requests to two int64 arrays of equal length."""
     u = np.asarray(users)

@@ -6,8 +6,8 @@
 - :class:`MovieLensEnv` (``recsim_personas/MovieLens-v0``) and :class:`MovieLensVectorEnv` (its
   ``vector_entry_point``).
 
-The names are imported lazily (on first attribute access), so importing a submodule such as the CLI glue
-``recsim_personas.envs._cli`` does not load Mesa, pandas or the environments.
+The names are imported lazily (on first attribute access), so importing the package (or a light submodule
+such as :mod:`.session`) does not load Mesa, pandas or the environments.
 """
 
 from __future__ import annotations

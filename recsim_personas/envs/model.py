@@ -25,7 +25,7 @@ import mesa
 import numpy as np
 from tqdm.auto import tqdm
 
-from recsim_personas.agents.rater import RATINGS, Rater, check_distribution
+from recsim_personas.agents.rater import RATINGS, Rater, RaterSession, check_distribution, open_session
 from recsim_personas.envs.agents import SimulatedUser, Traits
 from recsim_personas.envs.session import (
     SessionConfig,
@@ -312,11 +312,8 @@ class Population(mesa.Model):
         self._satisfaction = np.zeros(n_users, dtype=np.float64)
         self._unsat_streak = np.zeros(n_users, dtype=np.int64)
         self._return_prop = np.ones(n_users, dtype=np.float64)
-        self._observe = getattr(world.rater, "observe", None)
-        self._observe = self._observe if callable(self._observe) else None
-        forget = getattr(world.rater, "forget_observed", None)
-        if callable(forget):  # a fresh population starts from the train histories: so do the rater's memories
-            forget()
+        # this population's own handle on the shared rater: what its users watch goes there, never to the rater
+        self.rater: RaterSession = open_session(world.rater)
         self.queue: deque[int] = deque()
         self.day_start_probability = np.zeros(n_users, dtype=np.float64)
         self.day_uniform = np.ones(n_users, dtype=np.float64)
@@ -422,10 +419,8 @@ class Population(mesa.Model):
 
         Asks the rater once for every (user, shown item) pair the user has not seen, validates its output,
         draws the watch decisions, the ratings and the continue/exit decisions from the model's generator,
-        adds the watched items to the users' histories and seen sets, calls the rater's optional
-        ``observe(user_ids, item_ids, ratings)`` with them, and ends the sessions that are over. (A new
-        population calls the rater's optional ``forget_observed()`` first, so what an earlier population
-        taught the rater does not leak into this one.)
+        adds the watched items to the users' histories and seen sets, reports them to this population's rater
+        session (``self.rater.observe(user_ids, item_ids, ratings)``) and ends the sessions that are over.
 
         Args:
             users: distinct user indices, all in a session, int (N,).
@@ -459,7 +454,7 @@ class Population(mesa.Model):
         watched = np.zeros((n, k), dtype=bool)
         ratings = np.zeros((n, k), dtype=np.int64)
         if ru.size:
-            dist = w.rater.predict(w.user_ids[ru], w.item_ids[ri])
+            dist = self.rater.predict(w.user_ids[ru], w.item_ids[ri])
             dist = check_distribution(dist, ru.size, source=f"rater {w.rater_name!r}")
             e = dist @ RATINGS
             off_taste = (w.item_genres[ri] & w.user_top_genres[ru]) == 0
@@ -495,8 +490,8 @@ class Population(mesa.Model):
         ended = exited | truncated
         if ended.any():
             self._end_sessions(users[ended], sat[ended])
-        if n_watched and self._observe is not None:
-            self._observe(w.user_ids[rows[watched]], w.item_ids[slates[watched]], ratings[watched])
+        if n_watched:
+            self.rater.observe(w.user_ids[rows[watched]], w.item_ids[slates[watched]], ratings[watched])
         return Reaction(
             users=users,
             slates=slates,

@@ -76,7 +76,7 @@ def test_bad_input_is_one_error_line(world, capsys, tmp_path):
 
 
 def test_cli_anchor_choices_are_the_librarys():
-    from recsim_personas.agents._cli import ANCHOR_CHOICES
     from recsim_personas.agents.lora import ANCHORS
+    from recsim_personas.cli.agents import ANCHOR_CHOICES
 
     assert ANCHOR_CHOICES == ANCHORS

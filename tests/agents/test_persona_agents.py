@@ -362,12 +362,12 @@ def test_agents_dir_errors_name_the_fix(world, trained, tmp_path, capsys):
     assert "were trained on split" in capsys.readouterr().err
 
 
-def test_watches_in_a_simulation_become_memories_until_a_new_population(world, trained):
+def test_watches_become_memories_of_their_session_only(world, trained):
     from recsim_personas.agents.persona_agents import OBSERVED_REASON
-    from recsim_personas.envs import Population
-    from recsim_personas.envs import make_world as make_sim_world
+    from recsim_personas.agents.rater import StatefulRater, open_session
 
     agents = PersonaAgents.load(trained, world.split, world.pset, world.index, memories=50)  # > any user's memories
+    assert isinstance(agents, StatefulRater)
     test = world.split.test
     u = int(test.user_id.iloc[0])
     watched, target = (int(i) for i in test.item_id[test.user_id == u].to_numpy()[:2])
@@ -375,12 +375,15 @@ def test_watches_in_a_simulation_become_memories_until_a_new_population(world, t
     before = agents.retrieve(users, targets)[0]
     assert watched not in {h.item_id for h in before}
 
-    agents.observe(users, np.array([watched]), np.array([5]))
-    hits = [h for h in agents.retrieve(users, targets)[0] if h.item_id == watched]
+    session, other_session = open_session(agents), open_session(agents)
+    session.observe(users, np.array([watched]), np.array([5]))
+    hits = [h for h in agents.retrieve(users, targets, session.observed)[0] if h.item_id == watched]
     assert len(hits) == 1 and hits[0].rating == 5 and hits[0].reason == OBSERVED_REASON.format(rating=5)
-    assert watched not in {h.item_id for h in agents.retrieve(users, np.array([watched]))[0]}  # never the target
+    never = agents.retrieve(users, np.array([watched]), session.observed)[0]
+    assert watched not in {h.item_id for h in never}  # never the target
     other = int(test.user_id[test.user_id != u].iloc[0])
-    assert watched not in {h.item_id for h in agents.retrieve(np.array([other]), targets)[0]}  # only its user's
-
-    Population(make_sim_world(world.split, agents), seed=0)  # a fresh population: the rater forgets
+    assert watched not in {h.item_id for h in agents.retrieve(np.array([other]), targets, session.observed)[0]}
+    # the shared agents and the other session know nothing of it
     assert agents.retrieve(users, targets)[0] == before
+    assert agents.retrieve(users, targets, other_session.observed)[0] == before
+    np.testing.assert_array_equal(other_session.predict(users, targets), agents.predict(users, targets))

@@ -49,15 +49,35 @@ class CountingRater:
         return self.inner.predict(users, items)
 
 
-class ObservingRater(CountingRater):
-    """A counting rater with the optional ``observe`` hook."""
+class ObservingSession:
+    """A session of :class:`ObservingRater`: forwards predictions, records what was observed."""
 
-    def __init__(self, inner) -> None:
-        super().__init__(inner)
+    def __init__(self, rater: ObservingRater) -> None:
+        self.rater = rater
         self.observed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def predict(self, users, items):
+        return self.rater.predict(users, items)
 
     def observe(self, user_ids, item_ids, ratings) -> None:
         self.observed.append((np.asarray(user_ids), np.asarray(item_ids), np.asarray(ratings)))
+
+
+class ObservingRater(CountingRater):
+    """A counting rater that hands each simulation a session recording its watches (a StatefulRater)."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.sessions: list[ObservingSession] = []
+
+    def session(self) -> ObservingSession:
+        self.sessions.append(ObservingSession(self))
+        return self.sessions[-1]
+
+    @property
+    def observed(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """What the latest session observed."""
+        return self.sessions[-1].observed
 
 
 class BrokenRater:

@@ -7,8 +7,8 @@ import time
 import pytest
 from simkit import tiny_split_dir_fixture  # noqa: F401  (fixture)
 
+from recsim_personas.cli.simulate import cmd_simulate, register_simulate
 from recsim_personas.data import ProtocolConfig, prepare_split
-from recsim_personas.envs._cli import cmd_simulate, register_simulate
 from recsim_personas.errors import ArtifactError, ConfigError
 
 

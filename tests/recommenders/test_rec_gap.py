@@ -127,7 +127,7 @@ def test_benchmark_cli_bad_input_exits_2_with_one_line(rec_split_dir, capsys, ex
 def test_registering_the_benchmark_imports_nothing_heavy():
     code = (
         "import argparse, sys\n"
-        "from recsim_personas.recommenders._cli import register_benchmark\n"
+        "from recsim_personas.cli.benchmark import register_benchmark\n"
         "p = argparse.ArgumentParser()\n"
         "register_benchmark(p.add_subparsers(), argparse.ArgumentParser(add_help=False))\n"
         "import recsim_personas.recommenders as r\n"

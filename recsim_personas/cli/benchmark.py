@@ -1,6 +1,6 @@
 """The ``recsim-personas benchmark`` subcommand: offline vs simulated metrics of several recommenders.
 
-Wired into :mod:`recsim_personas.cli` with :func:`register_benchmark`. Only ``argparse`` is imported at
+Registered by :mod:`recsim_personas.cli` with :func:`register_benchmark`. Only ``argparse`` is imported at
 module level, so registering the subcommand keeps ``recsim-personas --help`` fast (no torch, pandas or
 RecBole); the handler imports them when it runs.
 """
@@ -9,19 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from recsim_personas._argtypes import positive_int
+from recsim_personas.cli._argtypes import positive_int, seeds_arg
 
 DEFAULT_POLICIES = "random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec"
-
-
-def _seeds(value: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(s) for s in value.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated non-negative integers, got {value!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"expected distinct comma-separated non-negative integers, got {value!r}")
-    return seeds
 
 
 def register_benchmark(
@@ -47,7 +37,7 @@ def register_benchmark(
         " from `agents train --out DIR`)",
     )
     p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default: {DEFAULT_POLICIES})")
-    p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="simulation seeds (default: 0,1,2)")
+    p.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2), help="simulation seeds (default: 0,1,2)")
     p.add_argument("--days", type=positive_int, default=30, help="simulated days per seed (default: 30)")
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs of every RecBole model")
     p.add_argument("--slate-size", type=positive_int, default=10, help="items per page (default: 10)")
@@ -60,7 +50,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     """Run the gap benchmark and print the report (JSON with ``--json``)."""
     from pathlib import Path
 
-    from recsim_personas.cli import _emit_report
+    from recsim_personas.cli._output import emit_report
     from recsim_personas.errors import ConfigError
     from recsim_personas.recommenders.gap import parse_policies, run_gap_benchmark
 
@@ -80,5 +70,5 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         models_dir=Path(args.out) / "models" if args.out else None,
         progress=not args.no_progress,
     )
-    _emit_report(args, report)
+    emit_report(args, report)
     return 0

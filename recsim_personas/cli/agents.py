@@ -1,6 +1,6 @@
 """The ``recsim-personas agents`` subcommands: ``train`` persona-LoRA adapters, ``eval`` their fidelity.
 
-Wired into :mod:`recsim_personas.cli` with :func:`register_agents`. Only ``argparse`` is imported at module
+Registered by :mod:`recsim_personas.cli` with :func:`register_agents`. Only ``argparse`` is imported at module
 level, so ``recsim-personas --help`` does not import torch; the handlers import what they need.
 """
 
@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from recsim_personas._argtypes import non_negative_int, positive_int
+from recsim_personas.cli._argtypes import non_negative_int, positive_int
 
 ANCHOR_CHOICES = ("bias", "mf", "knn", "blend", "none")  # = lora.ANCHORS, spelled out to keep torch unimported
 
@@ -121,7 +121,7 @@ def _threads(args: argparse.Namespace) -> None:
 def cmd_agents_train(args: argparse.Namespace) -> int:
     from recsim_personas.agents.backbones import BackboneConfig
     from recsim_personas.agents.lora import LoraTrainConfig, train_agents
-    from recsim_personas.cli import _emit
+    from recsim_personas.cli._output import emit
 
     _threads(args)
     backbone = BackboneConfig(kind=args.backbone, model=args.model, max_length=args.max_length)
@@ -168,7 +168,7 @@ def cmd_agents_train(args: argparse.Namespace) -> int:
             f"| {a.name} | {a.status} | {a.n_train} | {a.n_valid} | {a.epochs} |"
             f" {a.initial_valid_nll:.4f} → {a.best_valid_nll:.4f} |"
         )
-    _emit(args, payload, "\n".join(lines))
+    emit(args, payload, "\n".join(lines))
     return 0
 
 
@@ -179,7 +179,7 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
     from recsim_personas.agents.backbones import BackboneConfig
     from recsim_personas.agents.classical import make_rater
     from recsim_personas.agents.persona_agents import PersonaAgents, measure_urr
-    from recsim_personas.cli import _emit_report
+    from recsim_personas.cli._output import emit_report
     from recsim_personas.errors import ConfigError
 
     _threads(args)
@@ -255,7 +255,7 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         )
-    _emit_report(args, report)
+    emit_report(args, report)
     return 0
 
 

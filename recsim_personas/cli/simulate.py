@@ -1,6 +1,6 @@
 """The ``recsim-personas simulate`` subcommand: run the population for some days under a policy.
 
-Wired into :mod:`recsim_personas.cli` with :func:`register_simulate`. Only ``argparse`` is imported at
+Registered by :mod:`recsim_personas.cli` with :func:`register_simulate`. Only ``argparse`` is imported at
 module level, so registering the subcommand keeps ``recsim-personas --help`` fast; the handler imports
 the simulation when it runs.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from recsim_personas._argtypes import positive_int
+from recsim_personas.cli._argtypes import positive_int
 
 RATER_HELP = (
     "bias (default), another classical rater (global, user, item, mf), or agents:DIR (persona agents from"
@@ -48,7 +48,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from recsim_personas.cli import _emit
+    from recsim_personas.cli._output import emit
     from recsim_personas.envs.factory import load_split, make_world
     from recsim_personas.envs.model import Population
     from recsim_personas.envs.session import SessionConfig
@@ -91,7 +91,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "per_day": summary["days"],
         "totals": summary["totals"],
     }
-    _emit(args, payload, _render(payload))
+    emit(args, payload, _render(payload))
     return 0
 
 
