@@ -167,6 +167,8 @@ def add_config_options(
         text = text.rstrip(".") + (f" (default: {shown})" if default is not None else "")
         flag = "--" + rename[name] if name in rename else _flag(name, prefix)
         dest = dest_prefix + name
+        if "choices" not in spec and "action" not in spec:
+            spec["metavar"] = {int: "N", float: "X"}.get(spec["type"], "VALUE")
         parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=text, **spec)
         flags[name] = dest
     return ConfigOptions(cls, flags)

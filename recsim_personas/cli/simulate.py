@@ -11,11 +11,38 @@ import argparse
 from typing import Any
 
 from recsim_personas.cli._argtypes import positive_int
+from recsim_personas.cli._options import add_config_options, load_config_file
 
 RATER_HELP = (
     "bias (default), another classical rater (global, user, item, mf), or agents:DIR (persona agents from"
     " `agents train --out DIR`)"
 )
+
+
+def add_session_options(parser: argparse.ArgumentParser) -> None:
+    """``--session-config FILE`` and one ``--session-<field>`` flag per :class:`SessionConfig` field.
+
+    The behaviour coefficients come from the file (JSON or TOML, any subset of the fields), then the single
+    flags, then the dataclass defaults; :func:`session_config_from` builds the config.
+    """
+    from recsim_personas.envs.session import SessionConfig
+
+    group = parser.add_argument_group(
+        "simulated users' behaviour (SessionConfig; defaults from the dataclass, see envs/session.py)"
+    )
+    group.add_argument(
+        "--session-config",
+        default=None,
+        metavar="FILE",
+        help="SessionConfig fields as a JSON object or a TOML table; --session-* flags override single fields",
+    )
+    parser.set_defaults(session_options=add_config_options(group, SessionConfig, prefix="session-"))
+
+
+def session_config_from(args: argparse.Namespace) -> Any:
+    """The :class:`~recsim_personas.envs.session.SessionConfig` of the parsed ``--session-*`` options."""
+    base = load_config_file(args.session_config, "session config") if args.session_config else None
+    return args.session_options.build(args, base)
 
 
 def register_simulate(
@@ -38,6 +65,7 @@ def register_simulate(
     p.add_argument("--days", type=positive_int, default=30, help="days to simulate (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="root seed of the run (default: 0)")
     p.add_argument("--slate-size", type=positive_int, default=10, help="items per page (default: 10)")
+    add_session_options(p)
     p.set_defaults(func=cmd_simulate)
     return p
 
@@ -51,7 +79,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from recsim_personas.cli._output import emit
     from recsim_personas.envs.factory import load_split, make_world
     from recsim_personas.envs.model import Population
-    from recsim_personas.envs.session import SessionConfig
     from recsim_personas.errors import ConfigError, unknown_choice
     from recsim_personas.recommenders.policies import POLICIES, make_policy
 
@@ -63,7 +90,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     world = make_world(split, args.rater)
     if args.slate_size > world.n_items:
         raise ConfigError(f"--slate-size {args.slate_size} exceeds the split's {world.n_items} items.")
-    config = SessionConfig()
+    config = session_config_from(args)
     population_seed, policy_seed = np.random.SeedSequence(args.seed).spawn(2)
     population = Population(world, config, rng=np.random.default_rng(population_seed))
     policy = make_policy(
