@@ -48,6 +48,21 @@ class RaterOutputError(RecsimPersonasError, ValueError):
     """A rater returned something that is not a valid batch of rating distributions."""
 
 
+class RaterInputError(RecsimPersonasError, ValueError):
+    """A batch of rating requests is malformed (shapes, dtypes); names the array and what it holds."""
+
+
+class InvalidActionError(RecsimPersonasError, ValueError):
+    """A slate (an environment action or a policy's output) is malformed: shape, dtype, range or a repeated item.
+
+    A ``ValueError`` too, as Gymnasium users expect of an invalid action.
+    """
+
+
+class PolicyError(RecsimPersonasError):
+    """A recommender policy failed to train, load or act (names the policy, what failed and the fix)."""
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return a ' Did you mean ...?' hint for ``name`` among ``choices`` (empty if nothing is close)."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
