@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from recsim_personas.errors import RaterOutputError
+from recsim_personas.errors import RaterInputError, RaterOutputError
 
 RATINGS = np.arange(1, 6, dtype=np.float64)
 """The rating scale, shape (5,): ``[1., 2., 3., 4., 5.]``."""
@@ -98,14 +98,24 @@ def open_session(rater: Rater) -> RaterSession:
 
 
 def as_requests(users: object, items: object) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert a batch of requests to two int64 arrays of equal length."""
+    """Validate and convert a batch of requests to two int64 arrays of equal length.
+
+    Raises:
+        RaterInputError: (a ``ValueError``) not two 1-D arrays of equal length, or ids that are not integers.
+    """
     u = np.asarray(users)
     i = np.asarray(items)
     if u.ndim != 1 or i.ndim != 1 or u.shape != i.shape:
-        raise ValueError(f"users and items must be 1-D arrays of equal length, got shapes {u.shape} and {i.shape}.")
+        raise RaterInputError(
+            f"users and items must be 1-D arrays of equal length, got shapes {u.shape} and {i.shape}. Fix: pass one"
+            " user id and one item id per request."
+        )
     for name, arr in (("users", u), ("items", i)):
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}.")
+            raise RaterInputError(
+                f"{name} must hold integer ids, got dtype {arr.dtype}: {arr[:5].tolist()!r}. Fix: pass MovieLens ids"
+                " as integers."
+            )
     return u.astype(np.int64, copy=False), i.astype(np.int64, copy=False)
 
 

@@ -1,10 +1,13 @@
-"""The Mesa population of simulated users and the Gymnasium environments built on it.
+"""The simulated population and the Gymnasium environments built on it.
 
-- :class:`World` / :func:`make_world` — a split's items, users, traits, histories and the rater, loaded once.
-- :class:`Population` (a ``mesa.Model``) of :class:`SimulatedUser` agents; one step is one simulated day.
-- :class:`SessionConfig` — the coefficients of the behaviour model (:mod:`recsim_personas.envs.session`).
+- :class:`World` / :func:`make_world` (:mod:`.world`) — a split's items, users, traits, histories and the rater,
+  loaded once and shared.
+- :class:`Population` (:mod:`.model`, a ``mesa.Model`` with event-scheduled sessions) — the simulation; its
+  users' state is a :class:`~.state.UserTable` (:mod:`.state`), a page is :func:`~.reaction.react_page`
+  (:mod:`.reaction`), its daily counters are in :mod:`.metrics`.
+- :class:`SessionConfig` — the coefficients of the behaviour model (:mod:`.session`).
 - :class:`MovieLensEnv` (``recsim_personas/MovieLens-v0``) and :class:`MovieLensVectorEnv` (its
-  ``vector_entry_point``).
+  ``vector_entry_point``), sharing :mod:`.env_common`; :class:`SlateSpace` and :func:`check_slates` (:mod:`.spaces`).
 
 The names are imported lazily (on first attribute access), so importing the package (or a light submodule
 such as :mod:`.session`) does not load Mesa, pandas or the environments.
@@ -17,27 +20,30 @@ from typing import TYPE_CHECKING
 from recsim_personas._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from recsim_personas.envs.agents import SimulatedUser, Traits
-    from recsim_personas.envs.factory import make_population, make_world
-    from recsim_personas.envs.model import Population, Reaction, World, check_slates
-    from recsim_personas.envs.movielens_env import ENV_ID, MovieLensEnv, SlateSpace
+    from recsim_personas.envs.model import Population, make_population
+    from recsim_personas.envs.movielens_env import ENV_ID, MovieLensEnv
+    from recsim_personas.envs.reaction import Reaction
     from recsim_personas.envs.session import SessionConfig
+    from recsim_personas.envs.spaces import SlateSpace, check_slates
+    from recsim_personas.envs.state import UserTable, UserView
     from recsim_personas.envs.vector import MovieLensVectorEnv
+    from recsim_personas.envs.world import Traits, World, make_world
 
 _EXPORTS = {
-    "SimulatedUser": "agents",
-    "Traits": "agents",
-    "make_population": "factory",
-    "make_world": "factory",
     "Population": "model",
-    "Reaction": "model",
-    "World": "model",
-    "check_slates": "model",
+    "make_population": "model",
     "ENV_ID": "movielens_env",
     "MovieLensEnv": "movielens_env",
-    "SlateSpace": "movielens_env",
+    "Reaction": "reaction",
     "SessionConfig": "session",
+    "SlateSpace": "spaces",
+    "check_slates": "spaces",
+    "UserTable": "state",
+    "UserView": "state",
     "MovieLensVectorEnv": "vector",
+    "Traits": "world",
+    "World": "world",
+    "make_world": "world",
 }
 
 __all__ = [
@@ -47,9 +53,10 @@ __all__ = [
     "Population",
     "Reaction",
     "SessionConfig",
-    "SimulatedUser",
     "SlateSpace",
     "Traits",
+    "UserTable",
+    "UserView",
     "World",
     "check_slates",
     "make_population",

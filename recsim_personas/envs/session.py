@@ -1,8 +1,10 @@
 """How a simulated user behaves in a session: the coefficients and the pure decision functions.
 
-Everything here is a vectorised function of arrays (one row per concurrent session, one column per slate
-position) and of a frozen :class:`SessionConfig`; nothing holds state and nothing draws randomness except
-through the generator it is given. :class:`~recsim_personas.envs.model.Population` strings them together.
+Every coefficient is hand-set (none is fitted to the logs yet). Everything here is a vectorised function of
+arrays (one row per concurrent session, one column per slate position) and of a frozen :class:`SessionConfig`;
+nothing holds state and nothing draws randomness except through the generator it is given.
+:func:`~recsim_personas.envs.reaction.react_page` and :class:`~recsim_personas.envs.model.Population` string
+them together.
 
 The behaviour model (Agent4Rec-like), with ``a``, ``c``, ``d`` the user's activity, conformity and diversity
 scores in [0, 1] (percentile ranks from :func:`~recsim_personas.personas.traits.compute_traits`) and
@@ -10,7 +12,7 @@ scores in [0, 1] (percentile ranks from :func:`~recsim_personas.personas.traits.
 
 1. **Coming back** (once per simulated day, :func:`start_probability`): a user who is not already in a
    session starts one with probability ``ρ · (start_min + (start_max - start_min) · a)``, where ``ρ`` is its
-   return propensity (below).
+   return propensity (below), at a minute of the day drawn uniformly; its pages are ``page_minutes`` apart.
 2. **Watching** (per slate item, :func:`watch_probability`): the rater's expected rating ``E`` is blended with
    the item's historical average ``h`` by conformity, ``m = (1 - w) E + w h`` with ``w = conformity_weight · c``;
    an item sharing no genre with the user's top genres (those covering 80% of its train ratings) gets
@@ -69,6 +71,8 @@ class SessionConfig:
         activity_weight: logit gained from the most active vs the least active user (centred at 1/2).
         fatigue: logit lost per page already seen.
         max_pages: pages per session at most (the session is truncated there).
+        page_minutes: minutes a page takes (looking at it, watching, rating): the clock on which concurrent
+            sessions interleave in :meth:`~recsim_personas.envs.model.Population.run_days`.
         unsatisfied_below: a session ending with satisfaction below this is unsatisfied.
         churn_patience: unsatisfied sessions in a row before the return propensity drops.
         churn_decay: factor on the return propensity per further unsatisfied session, in (0, 1].
@@ -91,6 +95,7 @@ class SessionConfig:
     activity_weight: float = 2.0
     fatigue: float = 0.25
     max_pages: int = 10
+    page_minutes: int = 2
     unsatisfied_below: float = 0.0
     churn_patience: int = 3
     churn_decay: float = 0.5
@@ -123,7 +128,7 @@ class SessionConfig:
         _check_range("unsatisfied_below", self.unsatisfied_below, -1.0, 1.0)
         if not 0.0 <= self.satisfaction_memory < 1.0:
             raise ConfigError(f"SessionConfig.satisfaction_memory must be in [0, 1), got {self.satisfaction_memory!r}.")
-        for name in ("max_pages", "churn_patience"):
+        for name in ("max_pages", "churn_patience", "page_minutes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"SessionConfig.{name} must be an integer >= 1, got {value!r}.")

@@ -10,11 +10,12 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from recsim_personas.envs.factory import as_world
-from recsim_personas.envs.model import Population, World, check_slates
-from recsim_personas.envs.movielens_env import SlateSpace, check_env_args, exit_reasons, make_observation_space
-from recsim_personas.envs.session import SessionConfig, reward
-from recsim_personas.errors import ConfigError, suggest
+from recsim_personas.envs.env_common import base_info, env_settings, exit_reasons, page_info, reset_options
+from recsim_personas.envs.model import Population
+from recsim_personas.envs.session import SessionConfig
+from recsim_personas.envs.spaces import SlateSpace, check_slates, make_observation_space
+from recsim_personas.envs.world import World
+from recsim_personas.errors import ConfigError
 
 if TYPE_CHECKING:
     from recsim_personas.agents.rater import Rater
@@ -77,8 +78,8 @@ class MovieLensVectorEnv(VectorEnv):
         reward: str = "rating",
         render_mode: str | None = None,
     ) -> None:
-        self.world = as_world(split, rater, world)
-        check_env_args(self.world, session_config, slate_size, history_len, reward, render_mode)
+        self.settings = env_settings(split, rater, world, session_config, slate_size, history_len, reward, render_mode)
+        self.world, self.config = self.settings.world, self.settings.config
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}.")
         if num_envs > self.world.n_users:
@@ -87,8 +88,8 @@ class MovieLensVectorEnv(VectorEnv):
                 " at most one session at a time."
             )
         self.num_envs = int(num_envs)
-        self.config = session_config or SessionConfig()
-        self.slate_size, self.history_len, self.reward_mode = int(slate_size), int(history_len), reward
+        self.slate_size, self.history_len = self.settings.slate_size, self.settings.history_len
+        self.reward_mode = self.settings.reward_mode
         self.render_mode = render_mode
         self.item_ids: np.ndarray = self.world.item_ids
         self.user_ids: np.ndarray = self.world.user_ids
@@ -106,7 +107,7 @@ class MovieLensVectorEnv(VectorEnv):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start ``num_envs`` sessions; a ``seed`` (or the first reset) also starts a fresh population."""
         super().reset(seed=seed)
-        targets = self._parse_options(options)
+        targets = self._targets(options)
         if seed is not None or self.population is None:
             self.population = Population(self.world, self.config, rng=self.np_random)
         else:
@@ -121,7 +122,7 @@ class MovieLensVectorEnv(VectorEnv):
                 self._slot_user[slot] = pop.next_session()
         self._autoreset[:] = False
         obs = pop.observe(self._slot_user, self.history_len)
-        return obs, self._base_info(obs)
+        return obs, self._with_masks(base_info(pop, self._slot_user, obs), np.ones(self.num_envs, dtype=bool))
 
     def step(
         self, actions: np.ndarray
@@ -141,37 +142,31 @@ class MovieLensVectorEnv(VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        watched = np.zeros((n, k), dtype=bool)
-        ratings = np.zeros((n, k), dtype=np.int64)
-        expected = np.zeros((n, k), dtype=np.float64)
-        page = np.zeros(n, dtype=np.int64)
-        satisfaction = np.zeros(n, dtype=np.float64)
+        item_ids = self.item_ids[acts]
+        item_ids[resetting] = 0
+        page = {
+            "page": np.zeros(n, dtype=np.int64),
+            "item_ids": item_ids,
+            "watched": np.zeros((n, k), dtype=bool),
+            "ratings": np.zeros((n, k), dtype=np.int64),
+            "expected_ratings": np.zeros((n, k), dtype=np.float64),
+            "satisfaction": np.zeros(n, dtype=np.float64),
+        }
         if playing.size:
-            r = pop._react(self._slot_user[playing], acts[playing])
-            rewards[playing] = reward(r.watched, r.ratings, self.reward_mode, self.config.like_threshold)
+            r = pop.react_unchecked(self._slot_user[playing], acts[playing])
+            rewards[playing] = self.settings.rewards(r)
             terminated[playing], truncated[playing] = r.exited, r.truncated
-            watched[playing], ratings[playing], expected[playing] = r.watched, r.ratings, r.expected
-            page[playing], satisfaction[playing] = r.pages, r.satisfaction
+            for key, value in page_info(item_ids[playing], r).items():
+                if key in page and key != "item_ids":
+                    page[key][playing] = value
+        page["exit_reason"] = exit_reasons(terminated, truncated)
         for slot in np.flatnonzero(resetting):
             self._slot_user[slot] = pop.next_session()
         self._autoreset = terminated | truncated
 
         obs = pop.observe(self._slot_user, self.history_len)
-        info = self._base_info(obs)
-        played = ~resetting
-        item_ids = self.item_ids[acts]
-        item_ids[resetting] = 0
-        for key, value in (
-            ("page", page),
-            ("item_ids", item_ids),
-            ("watched", watched),
-            ("ratings", ratings),
-            ("expected_ratings", expected),
-            ("satisfaction", satisfaction),
-            ("exit_reason", exit_reasons(terminated, truncated)),
-        ):
-            info[key] = value
-            info[f"_{key}"] = played.copy()
+        info = self._with_masks(base_info(pop, self._slot_user, obs), np.ones(n, dtype=bool))
+        info.update(self._with_masks(page, ~resetting))
         return obs, rewards, terminated, truncated, info
 
     def render(self) -> None:
@@ -182,30 +177,17 @@ class MovieLensVectorEnv(VectorEnv):
             self.population.close_day()
 
     # ----------------------------------------------------------------------------------- helpers
-    def _base_info(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
-        assert self.population is not None
-        ones = np.ones(self.num_envs, dtype=bool)
-        return {
-            "user_id": self.user_ids[self._slot_user],
-            "_user_id": ones,
-            "day": np.full(self.num_envs, self.population.day, dtype=np.int64),
-            "_day": ones.copy(),
-            "action_mask": (1 - obs["seen"]).astype(np.int8),
-            "_action_mask": ones.copy(),
-        }
+    @staticmethod
+    def _with_masks(info: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
+        """Gymnasium's vector-info layout: each ``key`` with a boolean ``_key`` of the slots it holds."""
+        out: dict[str, Any] = {}
+        for key, value in info.items():
+            out[key] = value
+            out[f"_{key}"] = mask.copy()
+        return out
 
-    def _parse_options(self, options: dict[str, Any] | None) -> np.ndarray | None:
-        if not options:
-            return None
-        if not isinstance(options, dict):
-            raise ConfigError(f"options must be a dict like {{'user_ids': [...]}}, got {options!r}.")
-        unknown = [key for key in options if key not in VECTOR_RESET_OPTIONS]
-        if unknown:
-            raise ConfigError(
-                f"unknown reset option {unknown[0]!r}.{suggest(str(unknown[0]), VECTOR_RESET_OPTIONS)} Known"
-                f" options: {', '.join(VECTOR_RESET_OPTIONS)}."
-            )
-        ids = options.get("user_ids")
+    def _targets(self, options: dict[str, Any] | None) -> np.ndarray | None:
+        ids = reset_options(options, VECTOR_RESET_OPTIONS, "{'user_ids': [...]}").get("user_ids")
         if ids is None:
             return None
         ids = list(ids)

@@ -29,7 +29,7 @@ from recsim_personas.recommenders.simulated import SIM_METRICS
 
 if TYPE_CHECKING:
     from recsim_personas.data.protocol import Split
-    from recsim_personas.envs.model import World
+    from recsim_personas.envs.world import World
 
 logger = logging.getLogger(__name__)
 
@@ -558,7 +558,7 @@ def run_gap_benchmark(
         split: a split directory or a loaded ``Split``.
         policies: names (``random``, ``pop``, ``recbole:<Model>``), as a list or comma-separated.
         rater: the simulated users' rater: ``bias`` or another classical rater, or ``agents:DIR`` (persona
-            agents; see :func:`recsim_personas.envs.factory.resolve_rater`).
+            agents; see :func:`recsim_personas.envs.world.resolve_rater`).
         seeds: simulation seeds (also the seed of the Random policy's streams and of RecBole's training:
             the first seed).
         days: simulated days per seed.
@@ -571,7 +571,7 @@ def run_gap_benchmark(
     import scipy
 
     from recsim_personas import __version__
-    from recsim_personas.envs.factory import load_split, make_world
+    from recsim_personas.envs.world import load_split, make_world
     from recsim_personas.recommenders.offline import evaluate_offline
     from recsim_personas.recommenders.simulated import evaluate_policy
 

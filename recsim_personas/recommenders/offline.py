@@ -30,7 +30,7 @@ from recsim_personas.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from recsim_personas.envs.model import World
+    from recsim_personas.envs.world import World
 
 METRICS = ("recall", "ndcg", "mrr")
 

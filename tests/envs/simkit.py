@@ -129,3 +129,37 @@ def rollout(env, seed: int, n_steps: int, policy_seed: int = 0) -> list:
             obs, info = env.reset()
             out.append((obs, info))
     return out
+
+
+class RememberingSession:
+    """A session whose predictions move with what it observed: after ``w`` watches of a user, its distributions
+    are mixed with a sure 5 at weight ``min(0.2 w, 0.9)`` — so a leaked watch changes later ratings."""
+
+    def __init__(self, rater) -> None:
+        self.rater = rater
+        self.watches: dict[int, int] = {}
+
+    def predict(self, users, items):
+        dist = np.asarray(self.rater.inner.predict(users, items), dtype=np.float64).copy()
+        weight = np.array([min(0.2 * self.watches.get(int(u), 0), 0.9) for u in users])[:, None]
+        five = np.zeros_like(dist)
+        five[:, 4] = 1.0
+        return (1.0 - weight) * dist + weight * five
+
+    def observe(self, user_ids, item_ids, ratings) -> None:
+        for u in np.asarray(user_ids).tolist():
+            self.watches[u] = self.watches.get(u, 0) + 1
+
+
+class RememberingRater:
+    """A StatefulRater handing every simulation its own :class:`RememberingSession`."""
+
+    def __init__(self, inner, *, shared: bool = False) -> None:
+        self.inner, self.name = inner, "remembering"
+        self._shared = RememberingSession(self) if shared else None
+
+    def predict(self, users, items):
+        return self.inner.predict(users, items)
+
+    def session(self) -> RememberingSession:
+        return self._shared if self._shared is not None else RememberingSession(self)

@@ -242,3 +242,44 @@ def test_on_the_real_ml100k_split(ml100k_split):
     obs, _ = envs.reset(seed=0)
     obs, rewards, *_ = envs.step(envs.action_space.sample())
     assert obs in envs.observation_space and rewards.shape == (16,)
+
+
+def _trace(env, policy, seed, steps, record):
+    """Play ``steps`` pages of ``env`` with ``policy`` (resetting after each session) and append to ``record``."""
+    obs, info = env.reset(seed=seed)
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+        record.append((info["user_id"], reward, info["expected_ratings"].round(12).tolist(), info["watched"].tolist()))
+        if terminated or truncated:
+            obs, info = env.reset()
+        yield
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_two_environments_on_one_world_keep_their_watches_apart(tiny_world, shared):
+    from simkit import RememberingRater
+
+    from recsim_personas.recommenders import RandomPolicy
+
+    world = with_rater(tiny_world, RememberingRater(tiny_world.rater, shared=shared))
+    cfg = config(**WATCH_ALL)
+
+    def pair():
+        make = lambda: MovieLensEnv(world=world, session_config=cfg, slate_size=5)  # noqa: E731
+        return make(), make(), RandomPolicy(world.n_items, 5, seed=1), RandomPolicy(world.n_items, 5, seed=2)
+
+    a, b, pa, pb = pair()
+    inter_a, inter_b = [], []
+    for _ in zip(_trace(a, pa, 10, 60, inter_a), _trace(b, pb, 20, 60, inter_b), strict=True):
+        pass  # interleaved: a page of a, a page of b, ...
+    a, b, pa, pb = pair()
+    seq_a, seq_b = [], []
+    for _ in _trace(a, pa, 10, 60, seq_a):
+        pass
+    for _ in _trace(b, pb, 20, 60, seq_b):
+        pass  # one after the other
+    assert sum(w for _, _, _, watched in seq_a for w in watched) > 10  # the rater really was told of watches
+    if shared:  # the control: a rater that keeps one state for everyone leaks, and the comparison sees it
+        assert (inter_a, inter_b) != (seq_a, seq_b)
+    else:
+        assert inter_a == seq_a and inter_b == seq_b

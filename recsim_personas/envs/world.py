@@ -1,22 +1,24 @@
-"""Build a simulation from a split directory: the :class:`~recsim_personas.envs.model.World` and populations.
+"""What a simulation is built from, and how it is built from a split.
 
-:func:`make_world` does all the loading once (split, trait statistics, item arrays, fitting the rater);
-populations and environments are then cheap to create and reset from it. Nothing is cached globally: keep
-the world and pass it around (``gym.make(..., world=world)``) to share one load between environments.
+:class:`World` holds the immutable inputs of a simulation — the split's items (ids, historical averages,
+genres, popularity), its users (ids, :class:`Traits`, top genres, train histories) and the rater — with its
+arrays made read-only, so every population and environment built on it can share it. :func:`make_world` does
+all the loading once (split, trait statistics, item arrays, fitting or loading the rater); populations and
+environments are then cheap to create and reset from it. Nothing is cached globally: keep the world and pass
+it around (``gym.make(..., world=world)``) to share one load between environments. What a simulation changes
+never lives here: each :class:`~recsim_personas.envs.model.Population` owns its state and its own rater session.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsim_personas.envs.agents import Traits
-from recsim_personas.envs.model import Population, World
-from recsim_personas.envs.session import SessionConfig
-from recsim_personas.errors import ConfigError, unknown_choice
+from recsim_personas.errors import ConfigError, UnknownUserError, unknown_choice
 
 if TYPE_CHECKING:
     from recsim_personas.agents.rater import Rater
@@ -25,6 +27,117 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AGENTS_PREFIX = "agents:"
+
+
+@dataclass(frozen=True)
+class Traits:
+    """A user's trait statistics (see :mod:`recsim_personas.personas.traits`).
+
+    Attributes:
+        activity: number of train ratings.
+        conformity: mean squared deviation from the items' historical averages (small = conformist).
+        diversity: number of genres covering 80% of the user's genre share.
+        activity_level, conformity_level, diversity_level: ``"low"`` / ``"medium"`` / ``"high"``.
+        activity_score, conformity_score, diversity_score: percentile ranks in [0, 1] (1 = most active,
+            most conformist, most diverse); the simulation uses these.
+        top_genres: the genres covering 80% of the user's genre share, largest first.
+    """
+
+    activity: int
+    conformity: float
+    diversity: int
+    activity_level: str
+    conformity_level: str
+    diversity_level: str
+    activity_score: float
+    conformity_score: float
+    diversity_score: float
+    top_genres: tuple[str, ...]
+
+    def scores(self) -> np.ndarray:
+        """``[activity_score, conformity_score, diversity_score]``, float64 (3,)."""
+        return np.array([self.activity_score, self.conformity_score, self.diversity_score], dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class World:
+    """The immutable inputs of a simulation, shared by every population and environment built on them.
+
+    Its arrays are made read-only; a :class:`Population` copies what it changes.
+
+    Items are addressed by their *index* ``j`` into :attr:`item_ids` (ascending ids), users by their index
+    ``u`` into :attr:`user_ids` (ascending ids).
+
+    Attributes:
+        item_ids: item ids, int64 (n_items,), ascending.
+        item_hist_avg: historical average rating of each item (items nobody rated get the mean rating of the
+            history), float64 (n_items,).
+        item_genres: genre bitmask of each item (bit ``g`` = ``genres[g]``), int64 (n_items,).
+        item_popularity: number of ratings of each item in the split's history, int64 (n_items,).
+        genres: genre names, in bit order.
+        user_ids: user ids, int64 (n_users,), ascending.
+        traits: each user's :class:`~recsim_personas.envs.agents.Traits`.
+        trait_scores: ``[activity, conformity, diversity]`` scores, float64 (n_users, 3) in [0, 1].
+        user_top_genres: bitmask of each user's top genres, int64 (n_users,).
+        history_items: per user, the item indices of its train ratings, oldest first (int64 arrays).
+        history_ratings: per user, the matching ratings 1..5 (int64 arrays).
+        rater: the rater every user shares.
+        split_id: id of the split it was built from, if known.
+    """
+
+    item_ids: np.ndarray
+    item_hist_avg: np.ndarray
+    item_genres: np.ndarray
+    item_popularity: np.ndarray
+    genres: tuple[str, ...]
+    user_ids: np.ndarray
+    traits: tuple[Traits, ...]
+    trait_scores: np.ndarray
+    user_top_genres: np.ndarray
+    history_items: tuple[np.ndarray, ...]
+    history_ratings: tuple[np.ndarray, ...]
+    rater: Rater
+    split_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # Shared by every population and environment built on it: make the arrays read-only.
+        for value in vars(self).values():
+            for arr in value if isinstance(value, tuple) else (value,):
+                if isinstance(arr, np.ndarray):
+                    arr.flags.writeable = False
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def rater_name(self) -> str:
+        return str(getattr(self.rater, "name", type(self.rater).__name__))
+
+    def user_index(self, user_id: Any) -> int:
+        """Index of ``user_id`` in :attr:`user_ids`.
+
+        Raises:
+            UnknownUserError: the id is not one of this world's users (the message lists a few valid ones).
+        """
+        try:
+            uid = int(user_id)
+            ok = uid == user_id and not isinstance(user_id, bool | np.bool_)
+        except (TypeError, ValueError):
+            ok = False
+        if ok:
+            pos = int(np.searchsorted(self.user_ids, uid))
+            if pos < len(self.user_ids) and self.user_ids[pos] == uid:
+                return pos
+        some = ", ".join(str(int(u)) for u in self.user_ids[:5])
+        raise UnknownUserError(
+            f"user id {user_id!r} is not one of the {self.n_users} simulated users (valid ids include {some}, …)."
+            " Fix: pick an id from env.unwrapped.user_ids."
+        )
 
 
 def load_split(split: str | os.PathLike[str] | Split) -> Split:
@@ -190,21 +303,3 @@ def as_world(split: Any = None, rater: str | Rater | None = None, world: World |
             " world=make_world(...)."
         )
     return make_world(split, "bias" if rater is None else rater)
-
-
-def make_population(
-    split: str | os.PathLike[str] | Split | World,
-    rater: str | Rater | None = None,
-    *,
-    seed: int | None = None,
-    config: SessionConfig | None = None,
-) -> Population:
-    """A :class:`~recsim_personas.envs.model.Population` of the split's users.
-
-    Args:
-        split: a split directory, a loaded ``Split``, or a :class:`World` (which holds its own rater).
-        rater: a classical rater's name (fitted on the split's history; default ``"bias"``) or a Rater.
-        seed: seed of the population's generators.
-        config: behaviour coefficients (default :class:`SessionConfig`).
-    """
-    return Population(as_world(split, rater), config, seed=seed)

@@ -1,0 +1,126 @@
+"""What the single and the vector environment share: their arguments, reset options and infos.
+
+:func:`env_settings` validates the constructor arguments once for both; :func:`reset_options` checks a reset's
+``options``; :func:`base_info` and :func:`page_info` build the ``info`` entries (per session, with a leading
+axis of sessions — the single environment takes row 0).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recsim_personas.envs.session import REWARD_MODES, SessionConfig, reward
+from recsim_personas.envs.world import World, as_world
+from recsim_personas.errors import ConfigError, suggest, unknown_choice
+
+if TYPE_CHECKING:
+    from recsim_personas.agents.rater import Rater
+    from recsim_personas.data.protocol import Split
+    from recsim_personas.envs.model import Population
+    from recsim_personas.envs.reaction import Reaction
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """The validated arguments of an environment.
+
+    Attributes:
+        world: the simulation's inputs (shared).
+        config: the behaviour coefficients.
+        slate_size: items per page.
+        history_len: history entries in the observation.
+        reward_mode: ``"rating"``, ``"likes"`` or ``"watches"`` (see :func:`~recsim_personas.envs.session.reward`).
+    """
+
+    world: World
+    config: SessionConfig
+    slate_size: int
+    history_len: int
+    reward_mode: str
+
+    def rewards(self, reaction: Reaction) -> np.ndarray:
+        """The reward of each session's page, float64 (N,)."""
+        return reward(reaction.watched, reaction.ratings, self.reward_mode, self.config.like_threshold)
+
+
+def env_settings(
+    split: str | os.PathLike[str] | Split | World | None,
+    rater: str | Rater | None,
+    world: World | None,
+    session_config: Any,
+    slate_size: Any,
+    history_len: Any,
+    reward_mode: Any,
+    render_mode: Any,
+) -> EnvSettings:
+    """Validate the environment arguments shared by the single and the vector environment.
+
+    Raises:
+        ConfigError: names the argument and the bad value.
+    """
+    w = as_world(split, rater, world)
+    if session_config is not None and not isinstance(session_config, SessionConfig):
+        raise ConfigError(f"session_config must be a SessionConfig, got {type(session_config).__name__}.")
+    for name, value in (("slate_size", slate_size), ("history_len", history_len)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    if slate_size > w.n_items:
+        raise ConfigError(f"slate_size ({slate_size!r}) cannot exceed the number of items ({w.n_items}).")
+    if reward_mode not in REWARD_MODES:
+        raise unknown_choice("reward", str(reward_mode), REWARD_MODES)
+    if render_mode is not None:
+        raise ConfigError(f"render_mode {render_mode!r} is not supported; this environment does not render.")
+    return EnvSettings(w, session_config or SessionConfig(), int(slate_size), int(history_len), str(reward_mode))
+
+
+def reset_options(options: Any, known: tuple[str, ...], example: str) -> dict[str, Any]:
+    """The reset ``options`` (``{}`` for none), refusing anything but a dict of ``known`` keys.
+
+    Raises:
+        ConfigError: not a dict, or an unknown key (with the closest known one).
+    """
+    if not options:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"options must be a dict like {example}, got {options!r}.")
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown reset option {unknown[0]!r}.{suggest(str(unknown[0]), known)} Known options: {', '.join(known)}."
+        )
+    return options
+
+
+def exit_reasons(exited: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+    """``"exit"`` / ``"page_limit"`` / ``""`` (session goes on) per session: an object array (N,) of str.
+
+    Object dtype, as Gymnasium's vector environments use for string infos.
+    """
+    return np.where(exited, "exit", np.where(truncated, "page_limit", "")).astype(object)
+
+
+def base_info(population: Population, users: np.ndarray, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``user_id``, ``day`` and ``action_mask`` (int8, 1 = not seen yet) of each session, leading axis N."""
+    return {
+        "user_id": population.world.user_ids[users],
+        "day": np.full(len(users), population.day, dtype=np.int64),
+        "action_mask": (1 - obs["seen"]).astype(np.int8),
+    }
+
+
+def page_info(item_ids: np.ndarray, reaction: Reaction) -> dict[str, np.ndarray]:
+    """What happened on each session's page: ``page``, ``item_ids`` (the shown ids), ``watched``, ``ratings``,
+    ``expected_ratings``, ``satisfaction`` and ``exit_reason``; leading axis N."""
+    return {
+        "page": reaction.pages,
+        "item_ids": item_ids,
+        "watched": reaction.watched,
+        "ratings": reaction.ratings,
+        "expected_ratings": reaction.expected,
+        "satisfaction": reaction.satisfaction,
+        "exit_reason": exit_reasons(reaction.exited, reaction.truncated),
+    }

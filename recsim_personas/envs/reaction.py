@@ -1,0 +1,136 @@
+"""One page of many concurrent sessions: what the users do with the slates they are shown.
+
+:func:`react_page` is the whole road of a rating request, as public functions: the unseen (user, item) pairs
+of the slates go to the population's rater session in **one** ``predict`` call, the distributions are checked
+(:func:`~recsim_personas.agents.rater.check_distribution`), and the behaviour functions of
+:mod:`recsim_personas.envs.session` turn them into watch decisions, ratings and continue/exit decisions —
+every draw from the generator it is given. It updates the :class:`~recsim_personas.envs.state.UserTable` (pages,
+satisfaction, histories and seen sets) and reports the watches to the rater session; ending sessions (churn
+bookkeeping) is the population's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from recsim_personas.agents.rater import RATINGS, check_distribution
+from recsim_personas.envs.session import (
+    SessionConfig,
+    continue_probability,
+    page_satisfaction,
+    rate,
+    update_satisfaction,
+    watch_probability,
+)
+
+if TYPE_CHECKING:
+    from recsim_personas.agents.rater import RaterSession
+    from recsim_personas.envs.state import UserTable
+    from recsim_personas.envs.world import World
+
+
+@dataclass(frozen=True, eq=False)
+class Reaction:
+    """What ``N`` users did with one page each.
+
+    Attributes:
+        users: user indices, int64 (N,).
+        slates: item indices shown, int64 (N, k).
+        expected: the rater's expected rating of each shown item, float64 (N, k); 0 for items already seen
+            (the rater is not asked about them).
+        watched: bool (N, k).
+        ratings: int64 (N, k): the rating of each watched item, 0 elsewhere.
+        page_satisfaction: float64 (N,) in [-1, 1].
+        satisfaction: session satisfaction after the page, float64 (N,).
+        pages: pages shown in the session so far, including this one, int64 (N,).
+        exited: the user chose to leave after this page, bool (N,).
+        truncated: the session hit ``max_pages`` without the user leaving, bool (N,).
+    """
+
+    users: np.ndarray
+    slates: np.ndarray
+    expected: np.ndarray
+    watched: np.ndarray
+    ratings: np.ndarray
+    page_satisfaction: np.ndarray
+    satisfaction: np.ndarray
+    pages: np.ndarray
+    exited: np.ndarray
+    truncated: np.ndarray
+
+    @property
+    def ended(self) -> np.ndarray:
+        """Sessions that are over after this page, bool (N,)."""
+        return self.exited | self.truncated
+
+
+def react_page(
+    table: UserTable,
+    world: World,
+    rater: RaterSession,
+    cfg: SessionConfig,
+    rng: np.random.Generator,
+    users: np.ndarray,
+    slates: np.ndarray,
+) -> Reaction:
+    """Play one page of the sessions of ``users`` (already validated: distinct, in session, valid slates).
+
+    Args:
+        table: the population's state (updated in place).
+        world: the simulation's inputs.
+        rater: the population's rater session (asked once; told what was watched).
+        cfg: the behaviour coefficients.
+        rng: the population's generator.
+        users: distinct user rows, int64 (N,).
+        slates: item indices, int64 (N, k), distinct within a row.
+
+    Raises:
+        RaterOutputError: the rater returned something that is not a batch of distributions.
+    """
+    n, k = slates.shape
+    rows = np.broadcast_to(users[:, None], (n, k))
+    ask = ~table.seen[rows, slates]
+    ru, ri = rows[ask], slates[ask]
+    expected = np.zeros((n, k), dtype=np.float64)
+    watched = np.zeros((n, k), dtype=bool)
+    ratings = np.zeros((n, k), dtype=np.int64)
+    if ru.size:
+        dist = rater.predict(world.user_ids[ru], world.item_ids[ri])
+        dist = check_distribution(dist, ru.size, source=f"rater {world.rater_name!r}")
+        e = dist @ RATINGS
+        off_taste = (world.item_genres[ri] & world.user_top_genres[ru]) == 0
+        p = watch_probability(
+            e, world.item_hist_avg[ri], off_taste, False, table.conformity[ru], table.diversity[ru], cfg
+        )
+        watch = rng.random(ru.size) < p
+        r = np.zeros(ru.size, dtype=np.int64)
+        if watch.any():
+            r[watch] = rate(dist[watch], cfg.rating_mode, rng)
+        expected[ask], watched[ask], ratings[ask] = e, watch, r
+
+    pages = table.pages[users] + 1
+    page_sat = page_satisfaction(watched, ratings, cfg)
+    sat = update_satisfaction(table.satisfaction[users], page_sat, cfg)
+    p_cont = continue_probability(sat, pages, table.activity[users], cfg)
+    exited = rng.random(n) >= p_cont
+    truncated = ~exited & (pages >= cfg.max_pages)
+    table.pages[users] = pages
+    table.satisfaction[users] = sat
+    if watched.any():
+        table.record(users, slates, watched, ratings)
+        rater.observe(world.user_ids[rows[watched]], world.item_ids[slates[watched]], ratings[watched])
+    return Reaction(
+        users=users,
+        slates=slates,
+        expected=expected,
+        watched=watched,
+        ratings=ratings,
+        page_satisfaction=page_sat,
+        satisfaction=sat,
+        pages=pages,
+        exited=exited,
+        truncated=truncated,
+    )
