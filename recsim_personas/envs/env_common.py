@@ -1,8 +1,9 @@
 """What the single and the vector environment share: their arguments, reset options and infos.
 
-:func:`env_settings` validates the constructor arguments once for both; :func:`reset_options` checks a reset's
-``options``; :func:`base_info` and :func:`page_info` build the ``info`` entries (per session, with a leading
-axis of sessions — the single environment takes row 0).
+:class:`SessionEnvBase` holds the one constructor of both (its arguments and defaults, validated by
+:func:`env_settings`); :func:`reset_options` checks a reset's ``options``; :func:`base_info` and
+:func:`page_info` build the ``info`` entries (per session, with a leading axis of sessions — the single
+environment takes row 0).
 """
 
 from __future__ import annotations
@@ -75,6 +76,50 @@ def env_settings(
     if render_mode is not None:
         raise ConfigError(f"render_mode {render_mode!r} is not supported; this environment does not render.")
     return EnvSettings(w, session_config or SessionConfig(), int(slate_size), int(history_len), str(reward_mode))
+
+
+class SessionEnvBase:
+    """The constructor of :class:`~recsim_personas.envs.movielens_env.MovieLensEnv` and
+    :class:`~recsim_personas.envs.vector.MovieLensVectorEnv`: validated arguments and the attributes both have.
+
+    Args:
+        split: a split directory, a loaded ``Split``, or a ``World`` from ``make_world``.
+        rater: a classical rater's name (default ``"bias"``), ``"agents:DIR"``, or a Rater (not with a world).
+        world: a ``World`` to share one load between environments.
+        session_config: behaviour coefficients (default :class:`~recsim_personas.envs.session.SessionConfig`).
+        slate_size: items per page.
+        history_len: history entries in the observation.
+        reward: ``"rating"``, ``"likes"`` or ``"watches"``.
+        render_mode: must be ``None`` (nothing is rendered).
+
+    Subclasses build their spaces in :meth:`_make_spaces`, called at the end of the constructor.
+    """
+
+    def __init__(
+        self,
+        split: str | os.PathLike[str] | Split | World | None = None,
+        rater: str | Rater | None = None,
+        *,
+        world: World | None = None,
+        session_config: SessionConfig | None = None,
+        slate_size: int = 10,
+        history_len: int = 20,
+        reward: str = "rating",
+        render_mode: str | None = None,
+    ) -> None:
+        self.settings = env_settings(split, rater, world, session_config, slate_size, history_len, reward, render_mode)
+        self.world: World = self.settings.world
+        self.config: SessionConfig = self.settings.config
+        self.slate_size, self.history_len = self.settings.slate_size, self.settings.history_len
+        self.reward_mode = self.settings.reward_mode
+        self.render_mode = render_mode
+        self.item_ids: np.ndarray = self.world.item_ids
+        self.user_ids: np.ndarray = self.world.user_ids
+        self.population: Population | None = None
+        self._make_spaces()
+
+    def _make_spaces(self) -> None:
+        raise NotImplementedError
 
 
 def reset_options(options: Any, known: tuple[str, ...], example: str) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
@@ -10,30 +9,28 @@ import numpy as np
 from gymnasium.error import ResetNeeded
 
 from recsim_personas import ENV_IDS
-from recsim_personas.envs.env_common import base_info, env_settings, page_info, reset_options
+from recsim_personas.envs.env_common import SessionEnvBase, base_info, page_info, reset_options
 from recsim_personas.envs.model import Population
-from recsim_personas.envs.session import SessionConfig
 from recsim_personas.envs.spaces import SlateSpace, check_slates, make_observation_space
-from recsim_personas.envs.world import World
 
 if TYPE_CHECKING:
-    from recsim_personas.agents.rater import Rater
-    from recsim_personas.data.protocol import Split
+    pass
 
 ENV_ID = ENV_IDS[0]
 """The registered id, ``"recsim_personas/MovieLens-v0"`` (registered by ``import recsim_personas``)."""
 RESET_OPTIONS = ("user_id",)
 
 
-class MovieLensEnv(gym.Env[dict[str, Any], np.ndarray]):
+class MovieLensEnv(SessionEnvBase, gym.Env[dict[str, Any], np.ndarray]):
     """A recommender serves pages of movies to one simulated MovieLens user until the user leaves.
 
     ## Description
 
     A population of simulated users (:class:`~recsim_personas.envs.model.Population`, a Mesa model) lives
     through simulated days; each day every user may start a session (more likely for active users, less
-    likely for users whose recent sessions left them unsatisfied). **One episode is one session** taken from
-    that schedule: :meth:`reset` serves the next queued session, simulating days until one is queued. The
+    likely for users whose recent sessions left them unsatisfied), at a minute of the day that Mesa's event
+    clock schedules. **One episode is one session** taken from that schedule: :meth:`reset` serves the next
+    session in start order, advancing the clock (and the days) until one starts. The
     population persists across episodes — what a user watched stays in its history and seen set — until a
     reset with a ``seed``, which starts a fresh population from the split's train histories.
 
@@ -121,33 +118,16 @@ class MovieLensEnv(gym.Env[dict[str, Any], np.ndarray]):
 
     ## Version History
 
-    - v0: initial version (one episode = one session of the Mesa schedule; Agent4Rec-like behaviour).
+    - v0: initial version (one episode = one session of the Mesa schedule; Agent4Rec-like behaviour). Since
+      0.1.0's restructuring the schedule is Mesa's event clock: sessions are taken in the order of their start
+      minutes (a seed gives other trajectories than before; a session's dynamics are unchanged).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(
-        self,
-        split: str | os.PathLike[str] | Split | World | None = None,
-        rater: str | Rater | None = None,
-        *,
-        world: World | None = None,
-        session_config: SessionConfig | None = None,
-        slate_size: int = 10,
-        history_len: int = 20,
-        reward: str = "rating",
-        render_mode: str | None = None,
-    ) -> None:
-        self.settings = env_settings(split, rater, world, session_config, slate_size, history_len, reward, render_mode)
-        self.world, self.config = self.settings.world, self.settings.config
-        self.slate_size, self.history_len = self.settings.slate_size, self.settings.history_len
-        self.reward_mode = self.settings.reward_mode
-        self.render_mode = render_mode
-        self.item_ids: np.ndarray = self.world.item_ids
-        self.user_ids: np.ndarray = self.world.user_ids
+    def _make_spaces(self) -> None:
         self.action_space = SlateSpace(self.world.n_items, self.slate_size)
         self.observation_space = make_observation_space(self.world.n_users, self.world.n_items, self.history_len)
-        self.population: Population | None = None
         self._user: int | None = None
         self._done = True
 

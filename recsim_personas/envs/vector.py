@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -10,21 +9,18 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from recsim_personas.envs.env_common import base_info, env_settings, exit_reasons, page_info, reset_options
+from recsim_personas.envs.env_common import SessionEnvBase, base_info, exit_reasons, page_info, reset_options
 from recsim_personas.envs.model import Population
-from recsim_personas.envs.session import SessionConfig
 from recsim_personas.envs.spaces import SlateSpace, check_slates, make_observation_space
-from recsim_personas.envs.world import World
 from recsim_personas.errors import ConfigError
 
 if TYPE_CHECKING:
-    from recsim_personas.agents.rater import Rater
-    from recsim_personas.data.protocol import Split
+    pass
 
 VECTOR_RESET_OPTIONS = ("user_ids",)
 
 
-class MovieLensVectorEnv(VectorEnv):
+class MovieLensVectorEnv(SessionEnvBase, VectorEnv):
     """``num_envs`` session slots served side by side from one shared population.
 
     The vector counterpart of :class:`~recsim_personas.envs.movielens_env.MovieLensEnv` (same arguments,
@@ -59,45 +55,29 @@ class MovieLensVectorEnv(VectorEnv):
 
     ## Arguments
 
-    ``num_envs`` (≤ the number of users), then the arguments of ``MovieLensEnv``. Reset options:
+    ``num_envs`` (≤ the number of users), then the arguments of ``MovieLensEnv`` (both are
+    :class:`~recsim_personas.envs.env_common.SessionEnvBase`'s). Reset options:
     ``{"user_ids": [uid, ...]}`` (``num_envs`` distinct ids) chooses the users of the first sessions.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        split: str | os.PathLike[str] | Split | World | None = None,
-        rater: str | Rater | None = None,
-        *,
-        world: World | None = None,
-        session_config: SessionConfig | None = None,
-        slate_size: int = 10,
-        history_len: int = 20,
-        reward: str = "rating",
-        render_mode: str | None = None,
-    ) -> None:
-        self.settings = env_settings(split, rater, world, session_config, slate_size, history_len, reward, render_mode)
-        self.world, self.config = self.settings.world, self.settings.config
+    def __init__(self, num_envs: int = 1, *args: Any, **kwargs: Any) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}.")
-        if num_envs > self.world.n_users:
-            raise ConfigError(
-                f"num_envs ({num_envs}) exceeds the number of simulated users ({self.world.n_users}); a user is in"
-                " at most one session at a time."
-            )
         self.num_envs = int(num_envs)
-        self.slate_size, self.history_len = self.settings.slate_size, self.settings.history_len
-        self.reward_mode = self.settings.reward_mode
-        self.render_mode = render_mode
-        self.item_ids: np.ndarray = self.world.item_ids
-        self.user_ids: np.ndarray = self.world.user_ids
+        super().__init__(*args, **kwargs)
+
+    def _make_spaces(self) -> None:
+        if self.num_envs > self.world.n_users:
+            raise ConfigError(
+                f"num_envs ({self.num_envs}) exceeds the number of simulated users ({self.world.n_users}); a user is"
+                " in at most one session at a time."
+            )
         self.single_action_space = SlateSpace(self.world.n_items, self.slate_size)
         self.action_space = SlateSpace(self.world.n_items, self.slate_size, num_slates=self.num_envs)
         self.single_observation_space = make_observation_space(self.world.n_users, self.world.n_items, self.history_len)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.population: Population | None = None
         self._slot_user = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._placeholder = np.arange(self.slate_size, dtype=np.int64)
