@@ -23,13 +23,13 @@ import http.client
 import logging
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsim_personas._io import scratch_dir
 from recsim_personas.errors import DataNotFoundError, DownloadError, unknown_choice
 
 logger = logging.getLogger(__name__)
@@ -185,8 +185,7 @@ def download_dataset(
     target = root / spec.name
     root.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s from %s", spec.name, url)
-    with tempfile.TemporaryDirectory(prefix=f".{spec.name}-download-", dir=root) as tmp:
-        tmp_path = Path(tmp)
+    with scratch_dir(target) as tmp_path:  # also removes what killed downloads left beside target
         archive = tmp_path / "archive.zip"
         _fetch(url, archive, expected_md5=spec.md5, timeout=timeout, progress=progress)
         extract_dir = tmp_path / "extract"
@@ -194,14 +193,23 @@ def download_dataset(
             with zipfile.ZipFile(archive) as zf:
                 for member in zf.namelist():
                     if member.startswith(("/", "\\")) or ".." in Path(member).parts:
-                        raise DownloadError(f"{url}: archive member {member!r} escapes the archive; refusing it.")
+                        raise DownloadError(
+                            f"{url}: archive member {member!r} escapes the archive; refusing it. Fix: download the"
+                            f" official archive ({spec.url})."
+                        )
                 zf.extractall(extract_dir)
         except zipfile.BadZipFile as exc:
-            raise DownloadError(f"{url}: the downloaded file is not a valid zip archive ({exc}).") from exc
+            raise DownloadError(
+                f"{url}: the downloaded file is not a valid zip archive ({exc}). Fix: check the URL (the official one"
+                f" is {spec.url})."
+            ) from exc
         inner = extract_dir / spec.archive_dir
         missing = [f for f in spec.required_files if not (inner / f).is_file()]
         if missing:
-            raise DownloadError(f"{url}: the archive lacks {spec.archive_dir}/{', '.join(missing)}; is the URL right?")
+            raise DownloadError(
+                f"{url}: the archive lacks {spec.archive_dir}/{', '.join(missing)}. Fix: check the URL (the official"
+                f" one is {spec.url})."
+            )
         if target.exists():  # another process finished first, or a broken leftover
             if _dataset_in(target, spec) == target and all((target / f).is_file() for f in spec.required_files):
                 return target
@@ -232,20 +240,20 @@ def _fetch(url: str, dest: Path, *, expected_md5: str, timeout: float, progress:
                     received += len(block)
                     bar.update(len(block))
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}. Check the URL or try again later.") from exc
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}. Fix: check the URL, or try again later.") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DownloadError(
-            f"{url}: download failed after {received} bytes ({reason}). Check the network and retry;"
-            f" nothing was written to the cache."
+            f"{url}: download failed after {received} bytes ({reason}); nothing was written to the cache. Fix:"
+            " check the network and retry, or use a local copy with --data-dir."
         ) from exc
     if expected_len is not None and received != expected_len:
         raise DownloadError(
             f"{url}: the server announced {expected_len} bytes but sent {received} (truncated download)."
-            " Retry; nothing was written to the cache."
+            " Nothing was written to the cache. Fix: retry the download."
         )
     if digest.hexdigest() != expected_md5:
         raise DownloadError(
             f"{url}: MD5 {digest.hexdigest()} does not match the published {expected_md5} (corrupt or"
-            " different file). Retry, or use a local copy with --data-dir; nothing was written to the cache."
+            " different file); nothing was written to the cache. Fix: retry, or use a local copy with --data-dir."
         )

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
+import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -27,7 +30,8 @@ from recsim_personas.data.datasets import (
     download_dataset,
     resolve_dataset_dir,
 )
-from recsim_personas.data.movielens import _load_from, read_ratings
+from recsim_personas.data.movielens import _load_from
+from recsim_personas.data.readers import read_ratings
 from recsim_personas.errors import ConfigError, DataNotFoundError, DownloadError
 
 # ------------------------------------------------------------------------------------------ fake data
@@ -86,6 +90,8 @@ class Route:
     body: bytes
     status: int = 200
     content_length: int | None = None  # announce this instead of len(body) (truncation)
+    stall: threading.Event | None = None  # send half the body, set this, then wait for `release`
+    release: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -97,7 +103,7 @@ class LocalServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def serve(self, path: str, body: bytes, **kw: int) -> str:
+    def serve(self, path: str, body: bytes, **kw: object) -> str:
         self.routes[path] = Route(body, **kw)
         return self.url(path)
 
@@ -122,6 +128,12 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
             length = len(route.body) if route.content_length is None else route.content_length
             self.send_header("Content-Length", str(length))
             self.end_headers()
+            if route.stall is not None:
+                self.wfile.write(route.body[: len(route.body) // 2])
+                self.wfile.flush()
+                route.stall.set()
+                route.release.wait()
+                return
             self.wfile.write(route.body)
             self.wfile.flush()
             self.close_connection = True
@@ -342,6 +354,46 @@ def test_failed_download_leaves_an_existing_cache_untouched(server: LocalServer,
         fetch(spec_for(body), root, url)
     assert listing(root) == ["ml-100k"]
     assert {p.name: p.read_bytes() for p in existing.iterdir()} == before
+
+
+KILLED_DOWNLOAD = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+from recsim_personas.data.datasets import DATASETS, download_dataset
+
+spec = replace(DATASETS["ml-100k"], md5=sys.argv[3])
+download_dataset(spec, Path(sys.argv[1]), url=sys.argv[2], progress=False, timeout=60)
+"""
+
+
+def test_a_killed_downloads_leftover_is_removed_by_the_next_download(server: LocalServer, tmp_path: Path) -> None:
+    body = good_zip()
+    stalled = threading.Event()
+    url = server.serve("/ml-100k.zip", body, stall=stalled)
+    root = tmp_path / "root"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_DOWNLOAD, str(root), url, md5(body)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    # wake up when the server has sent half the archive, or when the child died before that
+    threading.Thread(target=lambda: (child.wait(), stalled.set()), daemon=True).start()
+    try:
+        stalled.wait()
+        assert child.poll() is None, f"the download exited early with status {child.returncode}"
+        child.kill()  # SIGKILL, half-way through the archive
+        child.wait()
+    finally:
+        server.routes["/ml-100k.zip"].release.set()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    leftovers = listing(root)
+    assert len(leftovers) == 1 and leftovers[0].startswith(".ml-100k.")  # the killed download's scratch directory
+
+    server.serve("/ml-100k.zip", body)
+    assert fetch(spec_for(body), root, url) == root / "ml-100k"
+    assert listing(root) == ["ml-100k"]
 
 
 # --------------------------------------------------------------------------------- resolve_dataset_dir
