@@ -17,7 +17,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +125,7 @@ def add_config_options(
     prefix: str = "",
     rename: Mapping[str, str] | None = None,
     help: Mapping[str, str] | None = None,
+    types: Mapping[str, Callable[[str], Any]] | None = None,
 ) -> ConfigOptions:
     """Add a ``--flag`` for each field of the config dataclass ``cls``.
 
@@ -136,13 +137,15 @@ def add_config_options(
         prefix: prefix of every flag (``"session-"`` → ``--session-max-pages``).
         rename: ``{field: flag without "--"}`` for flags that read better under another name.
         help: ``{field: text}`` replacing the docstring's help.
+        types: ``{field: argparse type}`` replacing the one of the field's type hint (e.g. one that also
+            accepts ``all`` for ``None``).
 
     Returns:
         the :class:`ConfigOptions` to build the config from the parsed arguments with.
     """
     hints = typing.get_type_hints(cls)
     docs = field_help(cls)
-    rename, help = rename or {}, help or {}
+    rename, help, types = rename or {}, help or {}, types or {}
     wanted = None if fields is None else list(fields)
     by_name = {f.name: f for f in dataclasses.fields(cls)}
     for name in wanted or ():
@@ -169,6 +172,8 @@ def add_config_options(
         dest = dest_prefix + name
         if "choices" not in spec and "action" not in spec:
             spec["metavar"] = {int: "N", float: "X"}.get(spec["type"], "VALUE")
+        if name in types:
+            spec["type"] = types[name]
         parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=text, **spec)
         flags[name] = dest
     return ConfigOptions(cls, flags)

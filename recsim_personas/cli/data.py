@@ -1,4 +1,9 @@
-"""The ``recsim-personas data`` subcommands: ``prepare`` a protocol split, ``info`` on one."""
+"""The ``recsim-personas data`` subcommands: ``prepare`` a protocol split, ``info`` on one.
+
+The protocol flags of ``data prepare`` (``--dataset``, ``--users``, ``--min-ratings``, ``--max-ratings``,
+``--train-ratio``, ``--seed``) are generated from :class:`~recsim_personas.data.protocol_config.ProtocolConfig`,
+which alone states their defaults.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,14 @@ import argparse
 import json
 
 from recsim_personas.cli._argtypes import users_arg
+from recsim_personas.cli._options import add_config_options
 from recsim_personas.cli._output import emit
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from recsim_personas.data.protocol import ProtocolConfig, prepare_split
+    from recsim_personas.data.protocol import prepare_split
 
-    config = ProtocolConfig(
-        dataset=args.dataset,
-        n_users=args.users,
-        min_ratings=args.min_ratings,
-        max_ratings=args.max_ratings,
-        train_ratio=args.train_ratio,
-        seed=args.seed,
-    )
+    config = args.protocol_options.build(args)
     split, created = prepare_split(
         config, args.out, data_dir=args.data_dir, download=not args.no_download, overwrite=args.overwrite
     )
@@ -42,7 +41,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from recsim_personas.data.protocol import Split
+    from recsim_personas.data.split import Split
 
     split = Split.load(args.dir)
     m = split.manifest
@@ -96,16 +95,19 @@ def register_data(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
         description="Load MovieLens (from --data-dir, $RECSIM_PERSONAS_DATA_DIR, the cache, or a download),"
         " select users with min..max ratings, sample --users of them and split each user's ratings by time.",
     )
-    prep.add_argument("--dataset", default="ml-100k", help="ml-100k or ml-1m (default: ml-100k)")
+    from recsim_personas.data.protocol_config import ProtocolConfig
+
     prep.add_argument("--out", required=True, help="directory to write the split into")
     prep.add_argument("--data-dir", default=None, help="directory holding the GroupLens files")
-    prep.add_argument("--users", type=users_arg, default=200, help="users to sample, or 'all' (default: 200)")
-    prep.add_argument("--min-ratings", type=int, default=100, help="fewest ratings of an eligible user (default: 100)")
-    prep.add_argument("--max-ratings", type=int, default=200, help="most ratings of an eligible user (default: 200)")
-    prep.add_argument(
-        "--train-ratio", type=float, default=0.6, help="share of each user's ratings for train (default: 0.6)"
+    protocol = prep.add_argument_group("protocol (ProtocolConfig; defaults from the dataclass)")
+    protocol_options = add_config_options(
+        protocol,
+        ProtocolConfig,
+        rename={"n_users": "users"},
+        types={"n_users": users_arg},
+        help={"n_users": "how many eligible users to sample, or 'all' to keep every one"},
     )
-    prep.add_argument("--seed", type=int, default=0, help="seed of the user sample (default: 0)")
+    prep.set_defaults(protocol_options=protocol_options)
     prep.add_argument("--overwrite", action="store_true", help="replace a different split already in --out")
     prep.add_argument("--no-download", action="store_true", help="never download; fail if no local copy")
     prep.set_defaults(func=cmd_data_prepare)

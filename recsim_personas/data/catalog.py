@@ -88,7 +88,10 @@ class ItemCatalog:
     def __init__(self, items: pd.DataFrame) -> None:
         missing = {"item_id", "title", "year", "genres"} - set(items.columns)
         if missing:
-            raise DataFormatError(f"item frame lacks columns {sorted(missing)}; got {list(items.columns)}.")
+            raise DataFormatError(
+                f"item frame lacks columns {sorted(missing)}; got {list(items.columns)}. Fix: build the catalog from a"
+                " split (split.catalog()) or from a frame with item_id, title, year and genres."
+            )
         self._items = items.set_index("item_id", drop=False).sort_index()
         self._descriptions: dict[int, str] = {}
 

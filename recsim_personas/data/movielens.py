@@ -1,338 +1,38 @@
-"""Readers for the GroupLens MovieLens files into typed DataFrames.
+"""A loaded MovieLens dataset: the validated frames of one GroupLens release, and the hash of its files.
 
-Every reader validates what it reads and fails with a :class:`~recsim_personas.errors.DataFormatError`
-that names the file, the 1-based line, the field and the value, and says how to fix it. Nothing is
-written by a reader, so a failure never leaves anything half-done.
-
-Frames produced (all ids are the dataset's own integer ids):
-
-- ratings: ``user_id`` int64, ``item_id`` int64, ``rating`` int8 in 1..5, ``timestamp`` int64 (seconds)
-- items: ``item_id`` int64, ``title`` str (as in the file, e.g. ``"Toy Story (1995)"``), ``year``
-  Int64 (nullable), ``genres`` list[str]
-- users: ``user_id`` int64, ``gender`` str (``"M"``/``"F"``), ``age`` int64 (years for ML-100K; the
-  age-group code 1/18/25/35/45/50/56 for ML-1M), ``occupation`` str, ``zip_code`` str
+:func:`load_movielens` resolves the dataset's directory (:mod:`~recsim_personas.data.datasets`), reads each
+file with its validating reader (:mod:`~recsim_personas.data.readers`, which also documents the frames),
+checks that every rating refers to a known item and user, and records the sha256 of every file read, so a
+split made from the data can later be matched against it (:attr:`MovieLens.source_hash`).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from recsim_personas._io import sha256_file
 from recsim_personas.data.datasets import DatasetSpec, get_spec, resolve_dataset_dir
+from recsim_personas.data.readers import (
+    ML100K_GENRES,
+    read_genres_ml100k,
+    read_items_ml1m,
+    read_items_ml100k,
+    read_movie_text,
+    read_ratings,
+    read_users_ml1m,
+    read_users_ml100k,
+)
 from recsim_personas.errors import DataFormatError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
 
-ML100K_GENRES: tuple[str, ...] = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-    "War", "Western",
-)  # fmt: skip
 
-ML1M_OCCUPATIONS: tuple[str, ...] = (
-    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
-    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
-    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist", "self-employed",
-    "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
-)  # fmt: skip
-
-ML1M_AGE_GROUPS = {1: "Under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
-
-_YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
-
-
-# --------------------------------------------------------------------------------------------- tables
-def read_delimited(path: str | os.PathLike[str], sep: str, columns: list[str], *, encoding: str) -> pd.DataFrame:
-    """Read a headerless delimited text file into a frame of strings, checking every line's field count.
-
-    Blank lines are ignored. The returned frame has an extra ``_line`` column (1-based line numbers) used
-    by the field parsers for error messages.
-
-    Raises:
-        DataNotFoundError: the file does not exist.
-        DataFormatError: undecodable bytes, or a line with the wrong number of fields.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"{str(path)!r} does not exist. Fix: check the dataset directory.")
-    try:
-        text = path.read_bytes().decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataFormatError(
-            f"{path}:{line}: bytes cannot be decoded as {encoding} ({exc.reason}). Fix: use the original"
-            " GroupLens file."
-        ) from exc
-    lines = pd.Series(text.split("\n"))
-    lines = lines.str.rstrip("\r")
-    numbers = pd.Series(np.arange(1, len(lines) + 1), dtype="int64")
-    keep = lines.str.strip() != ""  # whitespace-only lines count as blank
-    lines, numbers = lines[keep], numbers[keep]
-    n_fields = lines.str.count(re.escape(sep)) + 1
-    bad = n_fields != len(columns)
-    if bad.any():
-        i = bad.idxmax()
-        raise DataFormatError(
-            f"{path}:{numbers[i]}: expected {len(columns)} {sep!r}-separated fields"
-            f" ({', '.join(columns)}), found {n_fields[i]}: {lines[i][:120]!r}. Fix: repair or remove this line."
-        )
-    if lines.empty:
-        return pd.DataFrame({c: pd.Series(dtype=str) for c in [*columns, "_line"]})
-    frame = lines.str.split(sep, n=len(columns) - 1, expand=True, regex=False)
-    frame.columns = columns
-    frame["_line"] = numbers.to_numpy()
-    return frame.reset_index(drop=True)
-
-
-def parse_int(
-    frame: pd.DataFrame, column: str, path: Path, *, lo: int | None = None, hi: int | None = None
-) -> pd.Series:
-    """Convert a string column to int64, failing on the first non-integer or out-of-range value."""
-    raw = frame[column].str.strip()
-    ok = raw.str.fullmatch(r"[+-]?\d+")
-    if not ok.all():
-        i = (~ok).idxmax()
-        raise DataFormatError(
-            f"{path}:{frame['_line'][i]}: field {column!r} must be an integer, got {frame[column][i]!r}."
-            " Fix: repair or remove this line."
-        )
-    too_big = raw.str.lstrip("+-").str.lstrip("0").str.len() > 18
-    if too_big.any():
-        i = too_big.idxmax()
-        raise DataFormatError(
-            f"{path}:{frame['_line'][i]}: field {column!r} has value {frame[column][i]!r}, too large for a 64-bit"
-            " integer. Fix: repair or remove this line."
-        )
-    values = raw.astype("int64")
-    out_of_range = pd.Series(False, index=values.index)
-    if lo is not None:
-        out_of_range |= values < lo
-    if hi is not None:
-        out_of_range |= values > hi
-    if out_of_range.any():
-        i = out_of_range.idxmax()
-        raise DataFormatError(
-            f"{path}:{frame['_line'][i]}: field {column!r} must be in {lo}..{hi}, got {values[i]}."
-            " Fix: repair or remove this line."
-        )
-    return values
-
-
-def _year_from(title: pd.Series, fallback: pd.Series | None = None) -> pd.Series:
-    year = pd.to_numeric(title.str.extract(_YEAR_IN_TITLE, expand=False), errors="coerce")
-    if fallback is not None:
-        fb = pd.to_numeric(fallback.str.extract(r"(\d{4})\s*$", expand=False), errors="coerce")
-        year = year.fillna(fb)
-    return year.astype("Int64")
-
-
-# -------------------------------------------------------------------------------------------- readers
-def read_ratings(path: str | os.PathLike[str], *, sep: str) -> pd.DataFrame:
-    """Read a ratings file (``u.data`` with ``sep="\\t"``, ``ratings.dat`` with ``sep="::"``).
-
-    Returns a frame with ``user_id``, ``item_id`` (int64), ``rating`` (int8, 1..5), ``timestamp`` (int64),
-    in file order.
-
-    Raises:
-        DataFormatError: wrong field count, a non-integer field, a rating outside 1..5, a negative
-            timestamp, or a duplicate (user, item) pair (both lines are named).
-    """
-    path = Path(path)
-    raw = read_delimited(path, sep, ["user_id", "item_id", "rating", "timestamp"], encoding="latin-1")
-    out = pd.DataFrame(
-        {
-            "user_id": parse_int(raw, "user_id", path, lo=1),
-            "item_id": parse_int(raw, "item_id", path, lo=1),
-            "rating": parse_int(raw, "rating", path, lo=1, hi=5).astype("int8"),
-            "timestamp": parse_int(raw, "timestamp", path, lo=0),
-        }
-    )
-    dup = out.duplicated(["user_id", "item_id"], keep=False)
-    if dup.any():
-        first = dup.idxmax()
-        u, i = out.loc[first, "user_id"], out.loc[first, "item_id"]
-        where = raw["_line"][dup & (out["user_id"] == u) & (out["item_id"] == i)].tolist()
-        raise DataFormatError(
-            f"{path}:{where[1]}: duplicate rating of item_id {i} by user_id {u} (also on line {where[0]})."
-            " Fix: keep one rating per (user, item) pair."
-        )
-    return out
-
-
-def read_items_ml100k(path: str | os.PathLike[str], genre_names: tuple[str, ...] = ML100K_GENRES) -> pd.DataFrame:
-    """Read ML-100K ``u.item`` (``|``-separated, latin-1, 5 fields + one 0/1 flag per genre)."""
-    path = Path(path)
-    flags = [f"g{i}" for i in range(len(genre_names))]
-    raw = read_delimited(
-        path,
-        "|",
-        ["item_id", "title", "release_date", "video_release_date", "imdb_url", *flags],
-        encoding="latin-1",
-    )
-    matrix = np.stack([parse_int(raw, f, path, lo=0, hi=1).to_numpy(dtype=bool) for f in flags], axis=1)
-    names = np.array(genre_names, dtype=object)
-    genres = [list(names[row]) for row in matrix]
-    items = pd.DataFrame(
-        {
-            "item_id": parse_int(raw, "item_id", path, lo=1),
-            "title": raw["title"].str.strip(),
-            "year": _year_from(raw["title"], raw["release_date"]),
-            "genres": genres,
-        }
-    )
-    _check_unique(items, "item_id", raw, path)
-    return items
-
-
-def read_items_ml1m(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ML-1M ``movies.dat`` (``MovieID::Title::Genres``, latin-1, genres ``|``-separated)."""
-    path = Path(path)
-    raw = read_delimited(path, "::", ["item_id", "title", "genres"], encoding="latin-1")
-    items = pd.DataFrame(
-        {
-            "item_id": parse_int(raw, "item_id", path, lo=1),
-            "title": raw["title"].str.strip(),
-            "year": _year_from(raw["title"]),
-            "genres": [[g for g in s.split("|") if g] for s in raw["genres"]],
-        }
-    )
-    _check_unique(items, "item_id", raw, path)
-    return items
-
-
-def read_users_ml100k(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ML-100K ``u.user`` (``user id | age | gender | occupation | zip code``)."""
-    path = Path(path)
-    raw = read_delimited(path, "|", ["user_id", "age", "gender", "occupation", "zip_code"], encoding="latin-1")
-    users = pd.DataFrame(
-        {
-            "user_id": parse_int(raw, "user_id", path, lo=1),
-            "gender": _parse_gender(raw, path),
-            "age": parse_int(raw, "age", path, lo=0, hi=130),
-            "occupation": raw["occupation"].str.strip(),
-            "zip_code": raw["zip_code"].str.strip(),
-        }
-    )
-    _check_unique(users, "user_id", raw, path)
-    return users
-
-
-def read_users_ml1m(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ML-1M ``users.dat`` (``UserID::Gender::Age::Occupation::Zip-code``; age and occupation are codes)."""
-    path = Path(path)
-    raw = read_delimited(path, "::", ["user_id", "gender", "age", "occupation", "zip_code"], encoding="latin-1")
-    age = parse_int(raw, "age", path)
-    bad_age = ~age.isin(list(ML1M_AGE_GROUPS))
-    if bad_age.any():
-        i = bad_age.idxmax()
-        raise DataFormatError(
-            f"{path}:{raw['_line'][i]}: field 'age' must be one of the ML-1M age codes"
-            f" {sorted(ML1M_AGE_GROUPS)}, got {age[i]}."
-        )
-    occupation = parse_int(raw, "occupation", path, lo=0, hi=len(ML1M_OCCUPATIONS) - 1)
-    users = pd.DataFrame(
-        {
-            "user_id": parse_int(raw, "user_id", path, lo=1),
-            "gender": _parse_gender(raw, path),
-            "age": age,
-            "occupation": np.array(ML1M_OCCUPATIONS, dtype=object)[occupation.to_numpy()],
-            "zip_code": raw["zip_code"].str.strip(),
-        }
-    )
-    _check_unique(users, "user_id", raw, path)
-    return users
-
-
-def _parse_gender(raw: pd.DataFrame, path: Path) -> pd.Series:
-    gender = raw["gender"].str.strip()
-    bad = ~gender.isin(["M", "F"])
-    if bad.any():
-        i = bad.idxmax()
-        raise DataFormatError(f"{path}:{raw['_line'][i]}: field 'gender' must be 'M' or 'F', got {gender[i]!r}.")
-    return gender
-
-
-def _check_unique(frame: pd.DataFrame, column: str, raw: pd.DataFrame, path: Path) -> None:
-    dup = frame[column].duplicated(keep=False)
-    if dup.any():
-        value = frame.loc[dup.idxmax(), column]
-        lines = raw["_line"][frame[column] == value].tolist()
-        raise DataFormatError(
-            f"{path}:{lines[1]}: duplicate {column} {value} (also on line {lines[0]}). Fix: keep one row per id."
-        )
-
-
-TEXT_FIELDS = ("summary", "plot", "cast", "director")
-
-
-def read_movie_text(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read optional movie text (``movie_text.jsonl``: one JSON object per line, keyed by ``movie_id``).
-
-    Returns a frame with ``item_id`` and the columns ``summary``, ``plot`` (str or None), ``cast`` and
-    ``director`` (list[str], possibly empty). Fields absent from a line are treated as missing.
-
-    Raises:
-        DataFormatError: a line that is not a JSON object, lacks an integer ``movie_id``, or repeats one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"{str(path)!r} does not exist. Fix: check the movie text path.")
-    rows: list[dict] = []
-    seen: dict[int, int] = {}
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataFormatError(
-            f"{path}:{line}: not valid UTF-8 ({exc.reason}). Fix: re-save the file as UTF-8."
-        ) from exc
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg}). Fix: repair this line.") from exc
-        mid = obj.get("movie_id") if isinstance(obj, dict) else None
-        if not isinstance(mid, int) or isinstance(mid, bool):
-            raise DataFormatError(f"{path}:{lineno}: expected an object with an integer 'movie_id', got {line[:80]!r}.")
-        if mid in seen:
-            raise DataFormatError(f"{path}:{lineno}: duplicate movie_id {mid} (also on line {seen[mid]}).")
-        seen[mid] = lineno
-        rows.append(
-            {
-                "item_id": mid,
-                "summary": _text_or_none(obj.get("summary")),
-                "plot": _text_or_none(obj.get("plot")),
-                "cast": _str_list(obj.get("cast")),
-                "director": _str_list(obj.get("director")),
-            }
-        )
-    return pd.DataFrame(rows, columns=["item_id", *TEXT_FIELDS]).astype({"item_id": "int64"})
-
-
-def _text_or_none(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _str_list(value: object) -> list[str]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",")]
-    if not isinstance(value, list):
-        return []
-    return [v.strip() for v in value if isinstance(v, str) and v.strip()]
-
-
-# ------------------------------------------------------------------------------------------- datasets
 @dataclass(frozen=True)
 class MovieLens:
     """A loaded MovieLens dataset.
@@ -340,8 +40,9 @@ class MovieLens:
     Attributes:
         name: ``"ml-100k"`` or ``"ml-1m"``.
         root: directory the files were read from.
-        ratings, items, users: typed frames (see the module docstring).
-        text: optional movie text (see :func:`read_movie_text`), ``None`` when absent.
+        ratings, items, users: typed frames (see :mod:`~recsim_personas.data.readers`).
+        text: optional movie text (see :func:`~recsim_personas.data.readers.read_movie_text`), ``None`` when
+            absent.
         source_files: sha256 of every file read, by file name.
     """
 
@@ -356,8 +57,6 @@ class MovieLens:
     @property
     def source_hash(self) -> str:
         """A sha256 over the hashes of the files read: identifies the exact source data."""
-        import hashlib
-
         h = hashlib.sha256()
         for name in sorted(self.source_files):
             h.update(f"{name}:{self.source_files[name]}\n".encode())
@@ -392,13 +91,17 @@ def _load_from(spec: DatasetSpec, root: Path, text: bool | str | os.PathLike[str
     files = {f: root / f for f in spec.required_files}
     if spec.name == "ml-100k":
         ratings = read_ratings(files["u.data"], sep="\t")
-        genres = _read_genre_names(root / "u.genre")
+        genre_file = root / "u.genre"
+        genres = read_genres_ml100k(genre_file) if genre_file.is_file() else ML100K_GENRES
         items = read_items_ml100k(files["u.item"], genres)
         users = read_users_ml100k(files["u.user"])
     else:
         ratings = read_ratings(files["ratings.dat"], sep="::")
         items = read_items_ml1m(files["movies.dat"])
         users = read_users_ml1m(files["users.dat"])
+    for frame, name, what in ((ratings, spec.ratings_file, "ratings"), (items, spec.items_file, "items"),
+                              (users, spec.users_file, "users")):  # fmt: skip
+        _check_not_empty(frame, files[name], what, spec)
     _check_references(ratings, items, users, files[spec.ratings_file], spec)
 
     text_frame = None
@@ -412,7 +115,10 @@ def _load_from(spec: DatasetSpec, root: Path, text: bool | str | os.PathLike[str
     else:
         text_path = Path(text)
         if not text_path.is_file():
-            raise DataNotFoundError(f"movie text file {str(text_path)!r} does not exist.")
+            raise DataNotFoundError(
+                f"movie text file {str(text_path)!r} does not exist. Fix: pass the path of a movie_text.jsonl, or"
+                " text=True to use the one in the dataset directory (if any)."
+            )
     if text_path is not None:
         text_frame = read_movie_text(text_path)
         files[text_path.name] = text_path
@@ -427,14 +133,13 @@ def _load_from(spec: DatasetSpec, root: Path, text: bool | str | os.PathLike[str
     )
 
 
-def _read_genre_names(path: Path) -> tuple[str, ...]:
-    if not path.is_file():
-        return ML100K_GENRES
-    raw = read_delimited(path, "|", ["genre", "index"], encoding="latin-1")
-    index = parse_int(raw, "index", path, lo=0)
-    if sorted(index) != list(range(len(index))):
-        raise DataFormatError(f"{path}: genre indices must be 0..{len(index) - 1}, got {sorted(index)}.")
-    return tuple(raw["genre"].to_numpy()[np.argsort(index.to_numpy())])
+def _check_not_empty(frame: pd.DataFrame, path: Path, what: str, spec: DatasetSpec) -> None:
+    if frame.empty:
+        blank = " but for blank lines" if path.stat().st_size else ""
+        raise DataFormatError(
+            f"{path}: the file holds no {what} (it is empty{blank}). Fix: restore {path.name} from the GroupLens"
+            f" release ({spec.url})."
+        )
 
 
 def _check_references(

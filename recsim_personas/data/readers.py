@@ -4,6 +4,10 @@ Every reader validates what it reads and fails with a :class:`~recsim_personas.e
 that names the file, the 1-based line, the field and the value, and says how to fix it. Nothing is
 written by a reader, so a failure never leaves anything half-done.
 
+Encoding: the GroupLens files are latin-1; a copy re-saved as UTF-8 is recognised (a file that is valid
+UTF-8 and not plain ASCII is read as UTF-8, anything else as latin-1), and a leading UTF-8 byte-order mark
+is skipped. ``movie_text.jsonl`` is JSON, hence UTF-8 (a byte-order mark is skipped there too).
+
 Frames produced (all ids are the dataset's own integer ids):
 
 - ratings: ``user_id`` int64, ``item_id`` int64, ``rating`` int8 in 1..5, ``timestamp`` int64 (seconds)
@@ -11,22 +15,21 @@ Frames produced (all ids are the dataset's own integer ids):
   Int64 (nullable), ``genres`` list[str]
 - users: ``user_id`` int64, ``gender`` str (``"M"``/``"F"``), ``age`` int64 (years for ML-100K; the
   age-group code 1/18/25/35/45/50/56 for ML-1M), ``occupation`` str, ``zip_code`` str
+- movie text: ``item_id`` int64, ``summary``, ``plot`` (str or None), ``cast``, ``director`` (list[str])
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from recsim_personas._io import sha256_file
-from recsim_personas.data.datasets import DatasetSpec, get_spec, resolve_dataset_dir
 from recsim_personas.errors import DataFormatError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -50,11 +53,77 @@ _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 
 
 # --------------------------------------------------------------------------------------------- tables
-def read_delimited(path: str | os.PathLike[str], sep: str, columns: list[str], *, encoding: str) -> pd.DataFrame:
+def decode_text(data: bytes, path: Path, encoding: str | None = None) -> str:
+    """The text of a MovieLens file's bytes.
+
+    Args:
+        data: the file's bytes.
+        path: the file (for messages).
+        encoding: the encoding to use; ``None`` detects it: a leading UTF-8 byte-order mark or valid UTF-8
+            that is not plain ASCII → UTF-8, anything else → latin-1 (the encoding of the GroupLens files).
+            A leading byte-order mark is never part of the text.
+
+    Raises:
+        DataFormatError: the bytes cannot be decoded as ``encoding``; the file starts with a UTF-8
+            byte-order mark but is not UTF-8; or (detecting) it mixes encodings: a line is UTF-8 but
+            another is not, so no one encoding reads every line right. Each message names the line.
+    """
+    has_bom = data.startswith(codecs.BOM_UTF8)
+    if encoding is None:
+        if has_bom:
+            encoding = "utf-8"
+        elif data.isascii():
+            return data.decode("ascii")
+        else:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                _refuse_mixed_encodings(data, exc, path)
+                return data.decode("latin-1")
+            logger.info("%s is UTF-8, not the original latin-1: reading it as UTF-8", path)
+            return text
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        what = "starts with a UTF-8 byte-order mark but" if has_bom and encoding == "utf-8" else "holds bytes that"
+        raise DataFormatError(
+            f"{path}:{line}: the file {what} cannot be decoded as {encoding} ({exc.reason}). Fix: use the"
+            " original GroupLens file, or re-save this one as UTF-8 (or latin-1, without a byte-order mark)."
+        ) from exc
+    return text.removeprefix("\ufeff")
+
+
+def _refuse_mixed_encodings(data: bytes, exc: UnicodeDecodeError, path: Path) -> None:
+    """Raise if a file that is not UTF-8 as a whole has a line that is (non-ASCII) UTF-8."""
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        bad = data[: exc.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}:{number}: the file mixes encodings: line {number} is UTF-8 but line {bad} is not ({exc.reason}),"
+            " so reading it as either would garble some text. Fix: re-save the whole file in one encoding (UTF-8,"
+            " or latin-1 like the GroupLens original)."
+        )
+
+
+def read_delimited(
+    path: str | os.PathLike[str], sep: str, columns: list[str], *, encoding: str | None = None
+) -> pd.DataFrame:
     """Read a headerless delimited text file into a frame of strings, checking every line's field count.
 
     Blank lines are ignored. The returned frame has an extra ``_line`` column (1-based line numbers) used
     by the field parsers for error messages.
+
+    Args:
+        path: the file.
+        sep: the field separator.
+        columns: the field names.
+        encoding: see :func:`decode_text` (``None``: detect UTF-8, else latin-1).
 
     Raises:
         DataNotFoundError: the file does not exist.
@@ -63,14 +132,7 @@ def read_delimited(path: str | os.PathLike[str], sep: str, columns: list[str], *
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{str(path)!r} does not exist. Fix: check the dataset directory.")
-    try:
-        text = path.read_bytes().decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataFormatError(
-            f"{path}:{line}: bytes cannot be decoded as {encoding} ({exc.reason}). Fix: use the original"
-            " GroupLens file."
-        ) from exc
+    text = decode_text(path.read_bytes(), path, encoding)
     lines = pd.Series(text.split("\n"))
     lines = lines.str.rstrip("\r")
     numbers = pd.Series(np.arange(1, len(lines) + 1), dtype="int64")
@@ -120,10 +182,16 @@ def parse_int(
     if out_of_range.any():
         i = out_of_range.idxmax()
         raise DataFormatError(
-            f"{path}:{frame['_line'][i]}: field {column!r} must be in {lo}..{hi}, got {values[i]}."
+            f"{path}:{frame['_line'][i]}: field {column!r} must be {_range_text(lo, hi)}, got {values[i]}."
             " Fix: repair or remove this line."
         )
     return values
+
+
+def _range_text(lo: int | None, hi: int | None) -> str:
+    if lo is not None and hi is not None:
+        return f"in {lo}..{hi}"
+    return f"at least {lo}" if lo is not None else f"at most {hi}"
 
 
 def _year_from(title: pd.Series, fallback: pd.Series | None = None) -> pd.Series:
@@ -146,7 +214,7 @@ def read_ratings(path: str | os.PathLike[str], *, sep: str) -> pd.DataFrame:
             timestamp, or a duplicate (user, item) pair (both lines are named).
     """
     path = Path(path)
-    raw = read_delimited(path, sep, ["user_id", "item_id", "rating", "timestamp"], encoding="latin-1")
+    raw = read_delimited(path, sep, ["user_id", "item_id", "rating", "timestamp"])
     out = pd.DataFrame(
         {
             "user_id": parse_int(raw, "user_id", path, lo=1),
@@ -168,15 +236,10 @@ def read_ratings(path: str | os.PathLike[str], *, sep: str) -> pd.DataFrame:
 
 
 def read_items_ml100k(path: str | os.PathLike[str], genre_names: tuple[str, ...] = ML100K_GENRES) -> pd.DataFrame:
-    """Read ML-100K ``u.item`` (``|``-separated, latin-1, 5 fields + one 0/1 flag per genre)."""
+    """Read ML-100K ``u.item`` (``|``-separated, 5 fields + one 0/1 flag per genre)."""
     path = Path(path)
     flags = [f"g{i}" for i in range(len(genre_names))]
-    raw = read_delimited(
-        path,
-        "|",
-        ["item_id", "title", "release_date", "video_release_date", "imdb_url", *flags],
-        encoding="latin-1",
-    )
+    raw = read_delimited(path, "|", ["item_id", "title", "release_date", "video_release_date", "imdb_url", *flags])
     matrix = np.stack([parse_int(raw, f, path, lo=0, hi=1).to_numpy(dtype=bool) for f in flags], axis=1)
     names = np.array(genre_names, dtype=object)
     genres = [list(names[row]) for row in matrix]
@@ -193,9 +256,9 @@ def read_items_ml100k(path: str | os.PathLike[str], genre_names: tuple[str, ...]
 
 
 def read_items_ml1m(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ML-1M ``movies.dat`` (``MovieID::Title::Genres``, latin-1, genres ``|``-separated)."""
+    """Read ML-1M ``movies.dat`` (``MovieID::Title::Genres``, genres ``|``-separated)."""
     path = Path(path)
-    raw = read_delimited(path, "::", ["item_id", "title", "genres"], encoding="latin-1")
+    raw = read_delimited(path, "::", ["item_id", "title", "genres"])
     items = pd.DataFrame(
         {
             "item_id": parse_int(raw, "item_id", path, lo=1),
@@ -211,7 +274,7 @@ def read_items_ml1m(path: str | os.PathLike[str]) -> pd.DataFrame:
 def read_users_ml100k(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read ML-100K ``u.user`` (``user id | age | gender | occupation | zip code``)."""
     path = Path(path)
-    raw = read_delimited(path, "|", ["user_id", "age", "gender", "occupation", "zip_code"], encoding="latin-1")
+    raw = read_delimited(path, "|", ["user_id", "age", "gender", "occupation", "zip_code"])
     users = pd.DataFrame(
         {
             "user_id": parse_int(raw, "user_id", path, lo=1),
@@ -228,14 +291,14 @@ def read_users_ml100k(path: str | os.PathLike[str]) -> pd.DataFrame:
 def read_users_ml1m(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read ML-1M ``users.dat`` (``UserID::Gender::Age::Occupation::Zip-code``; age and occupation are codes)."""
     path = Path(path)
-    raw = read_delimited(path, "::", ["user_id", "gender", "age", "occupation", "zip_code"], encoding="latin-1")
+    raw = read_delimited(path, "::", ["user_id", "gender", "age", "occupation", "zip_code"])
     age = parse_int(raw, "age", path)
     bad_age = ~age.isin(list(ML1M_AGE_GROUPS))
     if bad_age.any():
         i = bad_age.idxmax()
         raise DataFormatError(
             f"{path}:{raw['_line'][i]}: field 'age' must be one of the ML-1M age codes"
-            f" {sorted(ML1M_AGE_GROUPS)}, got {age[i]}."
+            f" {sorted(ML1M_AGE_GROUPS)}, got {age[i]}. Fix: repair or remove this line."
         )
     occupation = parse_int(raw, "occupation", path, lo=0, hi=len(ML1M_OCCUPATIONS) - 1)
     users = pd.DataFrame(
@@ -256,7 +319,10 @@ def _parse_gender(raw: pd.DataFrame, path: Path) -> pd.Series:
     bad = ~gender.isin(["M", "F"])
     if bad.any():
         i = bad.idxmax()
-        raise DataFormatError(f"{path}:{raw['_line'][i]}: field 'gender' must be 'M' or 'F', got {gender[i]!r}.")
+        raise DataFormatError(
+            f"{path}:{raw['_line'][i]}: field 'gender' must be 'M' or 'F', got {gender[i]!r}. Fix: repair or remove"
+            " this line."
+        )
     return gender
 
 
@@ -289,7 +355,7 @@ def read_movie_text(path: str | os.PathLike[str]) -> pd.DataFrame:
     seen: dict[int, int] = {}
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # JSON text is UTF-8; a leading byte-order mark is skipped
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DataFormatError(
@@ -304,9 +370,14 @@ def read_movie_text(path: str | os.PathLike[str]) -> pd.DataFrame:
             raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg}). Fix: repair this line.") from exc
         mid = obj.get("movie_id") if isinstance(obj, dict) else None
         if not isinstance(mid, int) or isinstance(mid, bool):
-            raise DataFormatError(f"{path}:{lineno}: expected an object with an integer 'movie_id', got {line[:80]!r}.")
+            raise DataFormatError(
+                f"{path}:{lineno}: expected an object with an integer 'movie_id', got {line[:80]!r}. Fix: give"
+                ' this line an integer movie_id (the item id of u.item / movies.dat), e.g. {"movie_id": 1, ...}.'
+            )
         if mid in seen:
-            raise DataFormatError(f"{path}:{lineno}: duplicate movie_id {mid} (also on line {seen[mid]}).")
+            raise DataFormatError(
+                f"{path}:{lineno}: duplicate movie_id {mid} (also on line {seen[mid]}). Fix: keep one line per movie."
+            )
         seen[mid] = lineno
         rows.append(
             {
@@ -332,119 +403,18 @@ def _str_list(value: object) -> list[str]:
     return [v.strip() for v in value if isinstance(v, str) and v.strip()]
 
 
-# ------------------------------------------------------------------------------------------- datasets
-@dataclass(frozen=True)
-class MovieLens:
-    """A loaded MovieLens dataset.
-
-    Attributes:
-        name: ``"ml-100k"`` or ``"ml-1m"``.
-        root: directory the files were read from.
-        ratings, items, users: typed frames (see the module docstring).
-        text: optional movie text (see :func:`read_movie_text`), ``None`` when absent.
-        source_files: sha256 of every file read, by file name.
-    """
-
-    name: str
-    root: Path
-    ratings: pd.DataFrame
-    items: pd.DataFrame
-    users: pd.DataFrame
-    text: pd.DataFrame | None = None
-    source_files: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def source_hash(self) -> str:
-        """A sha256 over the hashes of the files read: identifies the exact source data."""
-        import hashlib
-
-        h = hashlib.sha256()
-        for name in sorted(self.source_files):
-            h.update(f"{name}:{self.source_files[name]}\n".encode())
-        return h.hexdigest()
-
-
-def load_movielens(
-    name: str,
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    download: bool = True,
-    text: bool | str | os.PathLike[str] = True,
-) -> MovieLens:
-    """Load a MovieLens dataset, resolving (and if needed downloading) its files.
-
-    Args:
-        name: ``"ml-100k"`` or ``"ml-1m"``.
-        data_dir: explicit directory; see :func:`~recsim_personas.data.datasets.resolve_dataset_dir`.
-        download: allow a download when no local copy exists.
-        text: ``True`` to read ``movie_text.jsonl`` from the dataset directory when it is there,
-            ``False`` to skip it, or a path to a text file elsewhere (which must exist).
+def read_genres_ml100k(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Read ML-100K ``u.genre`` (``name|index``) into the genre names, in index order (0, 1, ...).
 
     Raises:
-        ConfigError, DataNotFoundError, DownloadError, DataFormatError.
+        DataFormatError: a malformed line, or indices that are not 0..n-1.
     """
-    spec = get_spec(name)
-    root = resolve_dataset_dir(name, data_dir, download=download)
-    return _load_from(spec, root, text)
-
-
-def _load_from(spec: DatasetSpec, root: Path, text: bool | str | os.PathLike[str]) -> MovieLens:
-    files = {f: root / f for f in spec.required_files}
-    if spec.name == "ml-100k":
-        ratings = read_ratings(files["u.data"], sep="\t")
-        genres = _read_genre_names(root / "u.genre")
-        items = read_items_ml100k(files["u.item"], genres)
-        users = read_users_ml100k(files["u.user"])
-    else:
-        ratings = read_ratings(files["ratings.dat"], sep="::")
-        items = read_items_ml1m(files["movies.dat"])
-        users = read_users_ml1m(files["users.dat"])
-    _check_references(ratings, items, users, files[spec.ratings_file], spec)
-
-    text_frame = None
-    if text is True:
-        text_path: Path | None = root / spec.text_file
-        if not text_path.is_file():
-            logger.info("no %s in %s: item descriptions will have no summary or cast", spec.text_file, root)
-            text_path = None
-    elif text is False:
-        text_path = None
-    else:
-        text_path = Path(text)
-        if not text_path.is_file():
-            raise DataNotFoundError(f"movie text file {str(text_path)!r} does not exist.")
-    if text_path is not None:
-        text_frame = read_movie_text(text_path)
-        files[text_path.name] = text_path
-    return MovieLens(
-        name=spec.name,
-        root=root,
-        ratings=ratings,
-        items=items,
-        users=users,
-        text=text_frame,
-        source_files={k: sha256_file(p) for k, p in files.items()},
-    )
-
-
-def _read_genre_names(path: Path) -> tuple[str, ...]:
-    if not path.is_file():
-        return ML100K_GENRES
-    raw = read_delimited(path, "|", ["genre", "index"], encoding="latin-1")
+    path = Path(path)
+    raw = read_delimited(path, "|", ["genre", "index"])
     index = parse_int(raw, "index", path, lo=0)
     if sorted(index) != list(range(len(index))):
-        raise DataFormatError(f"{path}: genre indices must be 0..{len(index) - 1}, got {sorted(index)}.")
+        raise DataFormatError(
+            f"{path}: genre indices must be 0..{len(index) - 1}, got {sorted(index)}. Fix: number the genres 0, 1,"
+            " ... in the order of u.item's genre flags, or remove u.genre to use the standard ML-100K genres."
+        )
     return tuple(raw["genre"].to_numpy()[np.argsort(index.to_numpy())])
-
-
-def _check_references(
-    ratings: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, path: Path, spec: DatasetSpec
-) -> None:
-    for column, table, fname in (("item_id", items, spec.items_file), ("user_id", users, spec.users_file)):
-        unknown = ~ratings[column].isin(table[column])
-        if unknown.any():
-            i = unknown.idxmax()
-            raise DataFormatError(
-                f"{path}: row {i + 1} rates {column} {ratings[column][i]}, which is not in {fname}"
-                f" ({int(unknown.sum())} such rows). Fix: use the {fname} that belongs to this ratings file."
-            )

@@ -15,14 +15,19 @@ def run(capsys, *argv):
     return code, out, err
 
 
+def prepare(capsys, out, data_dir, *flags):
+    """``data prepare --out OUT --data-dir DIR --no-download FLAGS...``."""
+    return run(capsys, "data", "prepare", "--out", str(out), "--data-dir", str(data_dir), "--no-download", *flags)
+
+
 def test_prepare_info_eval_roundtrip_on_synthetic_data(capsys, tiny_dataset_dir, tmp_path):
     out = tmp_path / "split"
-    args = ["--data-dir", str(tiny_dataset_dir), "--users", "8", "--min-ratings", "10", "--max-ratings", "30"]
-    code, stdout, _ = run(capsys, "data", "prepare", "--out", str(out), *args, "--json", "--no-download")
+    args = ["--users", "8", "--min-ratings", "10", "--max-ratings", "30"]
+    code, stdout, _ = prepare(capsys, out, tiny_dataset_dir, *args, "--json")
     assert code == 0
     payload = json.loads(stdout)  # exactly one JSON object
     assert payload["created"] is True and payload["counts"]["users"] == 8
-    code, stdout, _ = run(capsys, "data", "prepare", "--out", str(out), *args, "--no-download")
+    code, stdout, _ = prepare(capsys, out, tiny_dataset_dir, *args)
     assert code == 0 and "already up to date" in stdout
     code, stdout, _ = run(capsys, "data", "info", str(out), "--json")
     info = json.loads(stdout)
@@ -66,22 +71,50 @@ def test_bad_input_exits_2_with_one_clear_line(capsys, argv, message):
 
 
 def test_impossible_split_names_the_fix(capsys, tiny_dataset_dir, tmp_path):
-    code, _, err = run(
-        capsys,
-        "data",
-        "prepare",
-        "--out",
-        str(tmp_path / "s"),
-        "--data-dir",
-        str(tiny_dataset_dir),
-        "--users",
-        "500",
-        "--min-ratings",
-        "10",
-        "--max-ratings",
-        "30",
-    )
+    code, _, err = prepare(capsys, tmp_path / "s", tiny_dataset_dir, "--users", "500", "--min-ratings", "10")
     assert code == 2 and "fewer than the 500 requested" in err and "--users" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_protocol_flags_build_the_config_and_default_to_the_dataclass():
+    from recsim_personas.cli import build_parser
+    from recsim_personas.data import ProtocolConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["data", "prepare", "--out", "X"])
+    assert args.protocol_options.given(args) == {}  # no default restated by the command line
+    assert args.protocol_options.build(args) == ProtocolConfig()
+    flags = ["--dataset", "ml-1m", "--users", "all", "--min-ratings", "20", "--max-ratings", "50"]
+    args = parser.parse_args(["data", "prepare", "--out", "X", *flags, "--train-ratio", "0.5", "--seed", "3"])
+    assert args.protocol_options.build(args) == ProtocolConfig("ml-1m", None, 20, 50, 0.5, 3)
+
+
+def test_prepare_help_shows_the_dataclass_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "prepare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in (("--users", 200), ("--min-ratings", 100), ("--max-ratings", 200), ("--seed", 0)):
+        assert f"{flag} N" in text and f"(default: {default})" in text
+    assert "'all'" in text and "(default: 0.6)" in text and "(default: ml-100k)" in text
+
+
+def test_all_users(capsys, tiny_dataset_dir, tmp_path):
+    code, stdout, _ = prepare(
+        capsys, tmp_path / "s", tiny_dataset_dir, "--users", "all", "--min-ratings", "10", "--json"
+    )
+    assert code == 0
+    payload = json.loads(stdout)
+    assert payload["config"]["n_users"] is None
+    assert payload["counts"]["users"] == payload["counts"]["eligible_users"] > 0
+
+
+@pytest.mark.parametrize(("content", "what"), [(b"", "it is empty"), (b"\n \n", "it is empty but for blank lines")])
+def test_an_empty_ratings_file_is_named(capsys, tiny_dataset_dir, tmp_path, content, what):
+    (tiny_dataset_dir / "ml-100k" / "u.data").write_bytes(content)
+    code, _, err = prepare(capsys, tmp_path / "s", tiny_dataset_dir)
+    assert code == 2
+    assert f"u.data: the file holds no ratings ({what}). Fix: restore u.data" in err
+    assert "only 0 users" not in err
     assert not (tmp_path / "s").exists()
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from recsim_personas.data.catalog import ItemCatalog, display_title, render_description
+from recsim_personas.errors import DataFormatError
 
 
 @pytest.mark.parametrize(
@@ -65,8 +66,11 @@ def test_catalog_lookup_and_cache():
         "The movie B was released in the year 1990 is of Drama genre with historical average rating of 4.00."
         " Starring Someone."
     ]
+    assert cat.describe(2) is cat.describe_many([2])[0]  # rendered once, then cached
     with pytest.raises(KeyError, match="item_id 3 is not in the catalog"):
         cat.describe(3)
+    with pytest.raises(DataFormatError, match=r"lacks columns \['genres'\].*Fix: "):
+        ItemCatalog(items.drop(columns="genres"))
 
 
 @pytest.mark.movielens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import tempfile
 from collections.abc import Callable, Iterator
@@ -13,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from recsim_personas.data.movielens import (
+from recsim_personas.data.readers import (
     ML1M_OCCUPATIONS,
     ML100K_GENRES,
     read_delimited,
+    read_genres_ml100k,
     read_items_ml1m,
     read_items_ml100k,
     read_movie_text,
@@ -42,9 +44,12 @@ def written(name: str, content: str | bytes, encoding: str = "latin-1") -> Itera
 
 
 def error_of(fn: Callable[[], object]) -> str:
+    """The message of the DataFormatError ``fn`` raises; every such message says how to fix the problem."""
     with pytest.raises(DataFormatError) as info:
         fn()
-    return str(info.value)
+    msg = str(info.value)
+    assert "Fix: " in msg, msg
+    return msg
 
 
 # ------------------------------------------------------------------------------------------- ratings
@@ -236,6 +241,93 @@ def test_read_delimited_undecodable_bytes_name_the_line(tmp_path: Path) -> None:
     assert "utf-8" in msg
 
 
+# ------------------------------------------------------------------------------------------ encodings
+TITLE = "Misérables, Les (1995)"
+
+
+def u_item_text(title: str, item_id: int = 1) -> str:
+    return f"{item_id}|{title}|01-Jan-1995||http://x|" + "|".join(["0"] * 13 + ["1"] + ["0"] * 5) + "\n"
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-8"])
+@pytest.mark.parametrize(
+    ("name", "text", "read", "column"),
+    [
+        ("u.item", u_item_text(TITLE), read_items_ml100k, "title"),
+        ("movies.dat", f"73::{TITLE}::Drama|Musical\n", read_items_ml1m, "title"),
+        ("u.user", f"1|24|M|{TITLE}|85711\n", read_users_ml100k, "occupation"),
+    ],
+)
+def test_the_encoding_is_detected(
+    tmp_path: Path, encoding: str, name: str, text: str, read: Callable[[Path], pd.DataFrame], column: str
+) -> None:
+    # GroupLens ships latin-1; a copy re-saved as UTF-8 must not come out as "MisÃ©rables"
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    assert read(path)[column].tolist() == [TITLE]
+
+
+def test_a_file_that_mixes_encodings_is_refused(tmp_path: Path) -> None:
+    # one line re-saved as UTF-8 in a latin-1 file: either encoding would garble one of the titles
+    path = tmp_path / "u.item"
+    path.write_bytes(
+        u_item_text("Plain (1989)").encode()
+        + u_item_text("Café (1990)", 2).encode("latin-1")
+        + u_item_text("Crème (1991)", 3).encode("utf-8")
+    )
+    msg = error_of(lambda: read_items_ml100k(path))
+    assert msg.startswith(f"{path}:3: ")
+    assert "line 3 is UTF-8 but line 2 is not" in msg
+
+
+@pytest.mark.parametrize(("name", "sep"), sorted(SEPS.items()))
+def test_a_utf8_byte_order_mark_is_skipped(tmp_path: Path, name: str, sep: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(codecs.BOM_UTF8 + f"196{sep}242{sep}3{sep}881250949\n".encode())
+    assert read_ratings(path, sep=sep).to_dict("records") == [
+        {"user_id": 196, "item_id": 242, "rating": 3, "timestamp": 881250949}
+    ]
+    items = tmp_path / "u.item"
+    items.write_bytes(codecs.BOM_UTF8 + u_item_text(TITLE).encode("utf-8"))
+    assert read_items_ml100k(items)["item_id"].tolist() == [1]
+    text = tmp_path / "movie_text.jsonl"
+    text.write_bytes(codecs.BOM_UTF8 + b'{"movie_id": 1, "summary": "S."}\n')
+    assert read_movie_text(text)["summary"].tolist() == ["S."]
+
+
+def test_a_byte_order_mark_on_a_latin1_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "u.item"
+    path.write_bytes(
+        codecs.BOM_UTF8 + u_item_text("Ok (1990)").encode() + u_item_text("Café (1991)", 2).encode("latin-1")
+    )
+    msg = error_of(lambda: read_items_ml100k(path))
+    assert msg.startswith(f"{path}:2: ")
+    assert "byte-order mark" in msg
+
+
+@pytest.mark.parametrize(
+    ("row", "fragment"),
+    [
+        ("1\t2\t6\t0", "field 'rating' must be in 1..5, got 6"),
+        ("1\t2\t3\t-5", "field 'timestamp' must be at least 0, got -5"),
+        ("0\t2\t3\t0", "field 'user_id' must be at least 1, got 0"),
+    ],
+)
+def test_out_of_range_names_the_range(tmp_path: Path, row: str, fragment: str) -> None:
+    path = tmp_path / "u.data"
+    path.write_text(row + "\n")
+    msg = error_of(lambda: read_ratings(path, sep="\t"))
+    assert fragment in msg and "None" not in msg
+
+
+def test_u_genre_is_read_in_index_order(tmp_path: Path) -> None:
+    path = tmp_path / "u.genre"
+    path.write_text("Drama|1\nunknown|0\n\nComedy|2\n")
+    assert read_genres_ml100k(path) == ("unknown", "Drama", "Comedy")
+    path.write_text("unknown|0\nDrama|2\n")
+    assert "genre indices must be 0..1" in error_of(lambda: read_genres_ml100k(path))
+
+
 # -------------------------------------------------------------------------------------------- u.item
 title_base = (
     st.text(
@@ -266,12 +358,27 @@ def u_item_line(item_id: int, row: dict) -> str:
     return f"{item_id}|{row['title']}|{row['date']}||http://us.imdb.com/M/title-exact?x|{flags}\n"
 
 
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 @SETTINGS
-@given(rows=st.lists(u_item_rows(), min_size=1, max_size=15), ids=st.data())
-def test_u_item_round_trip(rows: list[dict], ids: st.DataObject) -> None:
+@given(
+    rows=st.lists(u_item_rows(), min_size=1, max_size=15),
+    ids=st.data(),
+    encoding=st.sampled_from(["latin-1", "utf-8"]),
+)
+def test_u_item_round_trip(rows: list[dict], ids: st.DataObject, encoding: str) -> None:
     item_ids = ids.draw(st.lists(st.integers(1, 10**6), min_size=len(rows), max_size=len(rows), unique=True))
     text = "".join(u_item_line(i, r) for i, r in zip(item_ids, rows, strict=True))
-    with written("u.item", text) as path:
+    data = text.encode(encoding)
+    # the one ambiguity of the detection rule: a latin-1 line that happens to be valid UTF-8 ("Ã©" = "é")
+    assume(encoding == "utf-8" or not any(not line.isascii() and is_utf8(line) for line in data.split(b"\n")))
+    with written("u.item", data) as path:
         items = read_items_ml100k(path)
     assert list(items.columns) == ["item_id", "title", "year", "genres"]
     assert str(items["year"].dtype) == "Int64"
@@ -337,24 +444,6 @@ def test_u_user_parses(tmp_path: Path) -> None:
     assert str(users["age"].dtype) == "int64"
 
 
-@pytest.mark.parametrize(
-    ("line", "fragment"),
-    [
-        ("2|53|X|other|94043", "field 'gender'"),
-        ("2|old|F|other|94043", "field 'age'"),
-        ("2|131|F|other|94043", "field 'age'"),
-        ("2|53|F|other", "expected 5"),
-        ("1|53|F|other|94043", "duplicate user_id 1 (also on line 1)"),
-    ],
-)
-def test_u_user_errors(tmp_path: Path, line: str, fragment: str) -> None:
-    path = tmp_path / "u.user"
-    path.write_text(f"1|24|M|technician|85711\n\n{line}\n")
-    msg = error_of(lambda: read_users_ml100k(path))
-    assert msg.startswith(f"{path}:3: ")
-    assert fragment in msg
-
-
 # ------------------------------------------------------------------------------ ML-1M movies / users
 def test_movies_dat_parses(tmp_path: Path) -> None:
     path = tmp_path / "movies.dat"
@@ -407,22 +496,30 @@ def test_users_dat_every_valid_code(code: int, age: int) -> None:
     assert users["age"][0] == age
 
 
+U_USER_OK, USERS_DAT_OK = "1|24|M|technician|85711", "1::F::1::10::48067"
+
+
 @pytest.mark.parametrize(
-    ("line", "fragment"),
+    ("reader", "good", "bad", "fragment"),
     [
-        ("2::M::17::12::55117", "field 'age'"),
-        ("2::M::0::12::55117", "field 'age'"),
-        ("2::M::25::21::55117", "field 'occupation'"),
-        ("2::M::25::-1::55117", "field 'occupation'"),
-        ("2::X::25::12::55117", "field 'gender'"),
-        ("2::M::25::12", "expected 5"),
+        (read_users_ml100k, U_USER_OK, "2|53|X|other|94043", "field 'gender'"),
+        (read_users_ml100k, U_USER_OK, "2|old|F|other|94043", "field 'age'"),
+        (read_users_ml100k, U_USER_OK, "2|131|F|other|94043", "field 'age' must be in 0..130"),
+        (read_users_ml100k, U_USER_OK, "2|53|F|other", "expected 5"),
+        (read_users_ml100k, U_USER_OK, "1|53|F|other|94043", "duplicate user_id 1 (also on line 1)"),
+        (read_users_ml1m, USERS_DAT_OK, "2::M::17::12::55117", "field 'age'"),
+        (read_users_ml1m, USERS_DAT_OK, "2::M::0::12::55117", "field 'age'"),
+        (read_users_ml1m, USERS_DAT_OK, "2::M::25::21::55117", "field 'occupation'"),
+        (read_users_ml1m, USERS_DAT_OK, "2::M::25::-1::55117", "field 'occupation'"),
+        (read_users_ml1m, USERS_DAT_OK, "2::X::25::12::55117", "field 'gender'"),
+        (read_users_ml1m, USERS_DAT_OK, "2::M::25::12", "expected 5"),
     ],
 )
-def test_users_dat_errors(tmp_path: Path, line: str, fragment: str) -> None:
-    path = tmp_path / "users.dat"
-    path.write_text(f"1::F::1::10::48067\n{line}\n")
-    msg = error_of(lambda: read_users_ml1m(path))
-    assert msg.startswith(f"{path}:2: ")
+def test_user_file_errors(tmp_path: Path, reader: Callable[[Path], object], good: str, bad: str, fragment: str) -> None:
+    path = tmp_path / ("u.user" if reader is read_users_ml100k else "users.dat")
+    path.write_text(f"{good}\n\n{bad}\n")
+    msg = error_of(lambda: reader(path))
+    assert msg.startswith(f"{path}:3: ")
     assert fragment in msg
 
 
