@@ -17,17 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from recsim_personas._io import sha256_file
+from recsim_personas.data import readers
 from recsim_personas.data.datasets import DatasetSpec, get_spec, resolve_dataset_dir
-from recsim_personas.data.readers import (
-    ML100K_GENRES,
-    read_genres_ml100k,
-    read_items_ml1m,
-    read_items_ml100k,
-    read_movie_text,
-    read_ratings,
-    read_users_ml1m,
-    read_users_ml100k,
-)
+from recsim_personas.data.readers import ML100K_GENRES
 from recsim_personas.errors import DataFormatError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -90,15 +82,15 @@ def load_movielens(
 def _load_from(spec: DatasetSpec, root: Path, text: bool | str | os.PathLike[str]) -> MovieLens:
     files = {f: root / f for f in spec.required_files}
     if spec.name == "ml-100k":
-        ratings = read_ratings(files["u.data"], sep="\t")
+        ratings = readers.read_ratings(files["u.data"], sep="\t")
         genre_file = root / "u.genre"
-        genres = read_genres_ml100k(genre_file) if genre_file.is_file() else ML100K_GENRES
-        items = read_items_ml100k(files["u.item"], genres)
-        users = read_users_ml100k(files["u.user"])
+        genres = readers.read_genres_ml100k(genre_file) if genre_file.is_file() else ML100K_GENRES
+        items = readers.read_items_ml100k(files["u.item"], genres)
+        users = readers.read_users_ml100k(files["u.user"])
     else:
-        ratings = read_ratings(files["ratings.dat"], sep="::")
-        items = read_items_ml1m(files["movies.dat"])
-        users = read_users_ml1m(files["users.dat"])
+        ratings = readers.read_ratings(files["ratings.dat"], sep="::")
+        items = readers.read_items_ml1m(files["movies.dat"])
+        users = readers.read_users_ml1m(files["users.dat"])
     for frame, name, what in ((ratings, spec.ratings_file, "ratings"), (items, spec.items_file, "items"),
                               (users, spec.users_file, "users")):  # fmt: skip
         _check_not_empty(frame, files[name], what, spec)
@@ -120,7 +112,7 @@ def _load_from(spec: DatasetSpec, root: Path, text: bool | str | os.PathLike[str
                 " text=True to use the one in the dataset directory (if any)."
             )
     if text_path is not None:
-        text_frame = read_movie_text(text_path)
+        text_frame = readers.read_movie_text(text_path)
         files[text_path.name] = text_path
     return MovieLens(
         name=spec.name,
