@@ -77,8 +77,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from recsim_personas.cli._output import emit
+    from recsim_personas.data import load_split
     from recsim_personas.envs.model import Population
-    from recsim_personas.envs.world import load_split, make_world
+    from recsim_personas.envs.world import make_world
     from recsim_personas.errors import ConfigError, unknown_choice
     from recsim_personas.recommenders.policies import POLICIES, make_policy
 

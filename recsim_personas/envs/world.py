@@ -140,17 +140,6 @@ class World:
         )
 
 
-def load_split(split: str | os.PathLike[str] | Split) -> Split:
-    """``split`` itself if it is a :class:`~recsim_personas.data.protocol.Split`, else ``Split.load(split)``."""
-    from recsim_personas.data.protocol import Split
-
-    if isinstance(split, Split):
-        return split
-    if isinstance(split, str | os.PathLike):
-        return Split.load(split)
-    raise ConfigError(f"split must be a split directory or a Split, got {type(split).__name__}: {split!r}.")
-
-
 def resolve_rater(rater: str | Rater, split: Split) -> Rater:
     """A ready rater: a classical rater's name (fitted on ``split.history()``) or a rater object as is.
 
@@ -202,6 +191,7 @@ def make_world(split: str | os.PathLike[str] | Split, rater: str | Rater = "bias
         the :class:`~recsim_personas.envs.model.World`: the split's items (ascending ids), its sampled users
         (ascending ids) with their traits and train histories, and the rater.
     """
+    from recsim_personas.data import load_split
     from recsim_personas.personas.traits import COVERAGE, compute_traits, genre_share
 
     split = load_split(split)

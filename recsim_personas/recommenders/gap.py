@@ -571,7 +571,8 @@ def run_gap_benchmark(
     import scipy
 
     from recsim_personas import __version__
-    from recsim_personas.envs.world import load_split, make_world
+    from recsim_personas.data import load_split
+    from recsim_personas.envs.world import make_world
     from recsim_personas.recommenders.offline import evaluate_offline
     from recsim_personas.recommenders.simulated import evaluate_policy
 

@@ -572,7 +572,7 @@ class RecBolePolicy:
         """
         import torch
 
-        from recsim_personas.envs.world import load_split
+        from recsim_personas.data import load_split
         from recsim_personas.recommenders.recbole_compat import import_recbole
 
         path = Path(path)
@@ -673,7 +673,7 @@ def train_recbole(
     Raises:
         ConfigError: an unknown model name (with close matches) or a model this adapter cannot build.
     """
-    from recsim_personas.envs.world import load_split
+    from recsim_personas.data import load_split
     from recsim_personas.recommenders.recbole_compat import import_recbole
 
     if isinstance(config, str):
@@ -733,7 +733,7 @@ def recbole_evaluate(policy: RecBolePolicy, split: str | os.PathLike[str] | Spli
     Raises:
         ConfigError: a sequential model (RecBole evaluates those next-item by next-item, another protocol).
     """
-    from recsim_personas.envs.world import load_split
+    from recsim_personas.data import load_split
     from recsim_personas.recommenders.recbole_compat import import_recbole
 
     if policy.kind != "general":
