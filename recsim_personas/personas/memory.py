@@ -105,7 +105,8 @@ class MemoryIndex:
         self._added: list[dict[str, Any]] = []
         self.item_ids = np.asarray(item_ids, dtype=np.int64)
         self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
-        self._item_pos = pd.Index(self.item_ids)
+        self._item_order = np.argsort(self.item_ids, kind="stable")
+        self._items_sorted = self.item_ids[self._item_order]
         self._m_user = self._frame["user_id"].to_numpy(dtype=np.int64)
         self._m_item = self._frame["item_id"].to_numpy(dtype=np.int64)
         self._m_rating = self._frame["rating"].to_numpy(dtype=np.int64)
@@ -116,8 +117,8 @@ class MemoryIndex:
         """(Re)build the index keyed by user over ``vectors`` (n_memories, d), row i ↔ memory i."""
         import faiss
 
-        self._users = pd.Index(np.unique(self._m_user))
-        lists = self._users.get_indexer(self._m_user).astype(np.int64)
+        self._users = np.unique(self._m_user)  # ascending: list j holds the memories of self._users[j]
+        lists = np.searchsorted(self._users, self._m_user).astype(np.int64)
         self._sizes = np.bincount(lists, minlength=len(self._users)).astype(np.int64)
         self._stride = int(self._m_item.max(initial=0)) + 1
         self._pairs = np.sort(lists * self._stride + self._m_item)  # (list, item) keys, to count a target's memories
@@ -184,13 +185,13 @@ class MemoryIndex:
         self._added.append(
             {"user_id": uid, "item_id": item, "rating": int(rating), "timestamp": timestamp, "reason": reason}
         )
-        if uid not in self._users:
+        if not self.has_user(uid):
             self._build(np.concatenate([self.vectors()[:row], vec]))
             return
         if item >= self._stride:  # the (list, item) keys need a wider stride
             self._build(np.concatenate([self.vectors(), vec]))
             return
-        lst = int(self._users.get_loc(uid))
+        lst = int(np.searchsorted(self._users, uid))
         self._add(vec, np.array([row]), np.array([lst]))
         self._sizes[lst] += 1
         key = lst * self._stride + item
@@ -209,7 +210,7 @@ class MemoryIndex:
     # -- retrieval ------------------------------------------------------------------------------
     def item_vector(self, item_ids: Any) -> np.ndarray:
         """Description embeddings (n, d) of catalog items."""
-        pos = self._item_pos.get_indexer(np.asarray(item_ids, dtype=np.int64))
+        pos = _positions(self._items_sorted, np.asarray(item_ids, dtype=np.int64).reshape(-1), self._item_order)
         if (pos < 0).any():
             bad = np.asarray(item_ids)[pos < 0][0]
             raise ConfigError(
@@ -219,7 +220,7 @@ class MemoryIndex:
         return self.item_vectors[pos]
 
     def has_user(self, user_id: int) -> bool:
-        return int(user_id) in self._users
+        return bool(_positions(self._users, np.array([int(user_id)]))[0] >= 0)
 
     def retrieve(self, user_id: int, item_id: int, k: int = 1) -> list[MemoryHit]:
         """Top-``k`` memories of ``user_id`` most similar to ``item_id``'s description (never ``item_id`` itself)."""
@@ -245,7 +246,7 @@ class MemoryIndex:
         if k == 0 or len(users) == 0:
             return out
         queries = np.ascontiguousarray(self.item_vector(items))
-        lists = self._users.get_indexer(users).astype(np.int64)
+        lists = _positions(self._users, users)
         if (lists < 0).any():
             bad = int(users[lists < 0][0])
             raise UnknownUserError(f"user_id {bad} has no memories in the index ({len(self._users)} users).")
@@ -255,18 +256,21 @@ class MemoryIndex:
         indexed = (items >= 0) & (items < self._stride)
         keys = np.where(indexed, lists * self._stride + items, -1)  # -1: an item no memory is about
         own = np.searchsorted(self._pairs, keys, side="right") - np.searchsorted(self._pairs, keys, side="left")
-        most = np.zeros(len(self._users), dtype=np.int64)
-        np.maximum.at(most, lists, own)
-        wanted = np.minimum(k + most[lists], self._sizes[lists])
+        if own.any():
+            most = np.zeros(len(self._users), dtype=np.int64)
+            np.maximum.at(most, lists, own)
+            wanted = np.minimum(k + most[lists], self._sizes[lists])
+        else:
+            wanted = np.minimum(k, self._sizes[lists])
         width = int(wanted.max())
-        scores = np.full((len(users), width), -np.inf, dtype=np.float32)
-        rows = np.full((len(users), width), -1, dtype=np.int64)
-        for kk in np.unique(wanted):
-            sel = np.flatnonzero(wanted == kk)
-            d, i = self._ivf.search_preassigned(
-                queries[sel], int(kk), lists[sel, None], np.zeros((len(sel), 1), dtype=np.float32)
-            )
-            scores[sel, :kk], rows[sel, :kk] = d, i
+        if wanted.min() == width:  # the usual case: one search for the whole batch
+            scores, rows = self._search(queries, width, lists)
+        else:
+            scores = np.full((len(users), width), -np.inf, dtype=np.float32)
+            rows = np.full((len(users), width), -1, dtype=np.int64)
+            for kk in np.unique(wanted):
+                sel = np.flatnonzero(wanted == kk)
+                scores[sel, :kk], rows[sel, :kk] = self._search(queries[sel], int(kk), lists[sel])
         valid = rows >= 0
         valid &= self._m_item[np.where(valid, rows, 0)] != items[:, None]
         valid &= np.cumsum(valid, axis=1) <= k
@@ -275,6 +279,11 @@ class MemoryIndex:
             row = int(rows[q, j])
             out[q].append(MemoryHit(int(item_of[row]), int(rating_of[row]), reasons[row], float(scores[q, j])))
         return out
+
+    def _search(self, queries: np.ndarray, k: int, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores float32 (n, k) and rows int64 (n, k) (-1: none) of the k best memories in each query's list."""
+        coarse = np.zeros((len(queries), 1), dtype=np.float32)
+        return self._ivf.search_preassigned(np.ascontiguousarray(queries), k, lists[:, None], coarse)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, out_dir: str | os.PathLike[str], *, personas_manifest: str = "") -> None:
@@ -332,3 +341,16 @@ class MemoryIndex:
             np.load(path / "item_vectors.npy", allow_pickle=False),
             manifest["embedder"],
         )
+
+
+def _positions(keys: np.ndarray, queries: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """Where each of ``queries`` stands in the ascending ``keys`` (int64 (n,); -1 when absent).
+
+    With ``order`` (``keys = values[order]``), the positions are in ``values`` instead.
+    """
+    if not len(keys):
+        return np.full(len(queries), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+    found = keys[pos] == queries
+    pos = pos if order is None else order[pos]
+    return np.where(found, pos, -1).astype(np.int64)
