@@ -40,7 +40,7 @@ def parse() -> Args:
 
 if __name__ == "__main__":
     args = parse()
-    from recsim_personas._io import sha256_file
+    from recsim_personas.artifacts import manifest_digest
     from recsim_personas.data import ProtocolConfig, prepare_split
     from recsim_personas.personas.clustering import cluster_personas, save_clusters
     from recsim_personas.personas.distill import distill_personas
@@ -71,7 +71,7 @@ if __name__ == "__main__":
 
     start = time.perf_counter()
     index = MemoryIndex.build(pset, split.catalog(), embedder)
-    index.save(pset.path / "memory", personas_manifest=sha256_file(pset.path / "manifest.json"))
+    index.save(pset.path / "memory", personas_manifest=manifest_digest(pset.path))
     t["index_s"] = time.perf_counter() - start
 
     req = split.test.head(args.retrieval_requests)

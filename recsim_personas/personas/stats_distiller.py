@@ -193,6 +193,10 @@ class StatsDistiller:
     def config(self) -> dict[str, Any]:
         return {"distiller": self.name, "version": 1}
 
+    def needs_rerun(self, manifest: dict[str, Any]) -> bool:
+        """Never: the offline personas of a split are always the same."""
+        return False
+
     def distill(
         self, split: Split, user_ids: list[int] | None = None, progress: bool = False
     ) -> tuple[list[Persona], pd.DataFrame, dict[str, Any]]:

@@ -9,9 +9,10 @@ A personas directory holds:
 - ``memories.parquet`` — one row per train interaction: ``user_id``, ``item_id``, ``rating``,
   ``timestamp``, ``reason`` (the Ml text) and ``source`` (``"llm"``, ``"stats"`` or ``"stats-fallback"``
   for items of a batch the LLM failed on).
-- ``manifest.json`` — format, the ``split_id`` it was made from, the distiller config, counts, token
-  usage, and a sha256 of both files. It is written last: a directory without it is not a finished
-  persona set, and a file that does not match it is refused.
+- ``manifest.json`` (:data:`PERSONAS`, written by :mod:`recsim_personas.artifacts`) — format and version, the
+  ``split_id`` it was made from, the distiller config, counts, token usage, a sha256 of both files and the
+  library versions. It is written last: a directory without it is not a finished persona set, and a file
+  that does not match it is refused.
 
 Other stages add sub-directories (``clusters/``, ``memory/``) with manifests of their own.
 """
@@ -21,19 +22,24 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from recsim_personas._io import atomic_path, atomic_write_text
+from recsim_personas.artifacts import MANIFEST, ArtifactKind, check_input, read_manifest, verify_files, write_manifest
+from recsim_personas.errors import UnknownUserError
 
-from recsim_personas import __version__
-from recsim_personas._io import atomic_path, atomic_write_text, sha256_file, write_json
-from recsim_personas.errors import ArtifactError, UnknownUserError
+if TYPE_CHECKING:  # pandas is imported where a frame is read, so the config modules stay light
+    import pandas as pd
 
-PERSONAS_FORMAT = "recsim-personas/personas"
-PERSONAS_FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+PERSONAS = ArtifactKind(
+    "recsim-personas/personas",
+    1,
+    "finished persona set",
+    "run (or rerun: it resumes) `recsim-personas personas distill --split SPLIT --out DIR`",
+)
+"""The persona set artifact (``personas.jsonl`` + ``memories.parquet`` + ``manifest.json``)."""
+PERSONA_FILES = ("personas.jsonl", "memories.parquet")
 SECTIONS = ("activity", "conformity", "diversity", "description")
 MAX_MS_WORDS = 2000
 MEMORY_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "reason", "source"]
@@ -125,11 +131,14 @@ class PersonaSet:
 
     def check_split(self, split_id: str) -> None:
         """Refuse a persona set made from another split."""
-        if self.split_id != split_id:
-            raise ArtifactError(
-                f"personas {str(self.path or '')!r} were made from split {self.split_id[:12]}…, not from split"
-                f" {split_id[:12]}…. Fix: distill personas for this split with `recsim-personas personas distill`."
-            )
+        check_input(
+            self.path or "",
+            PERSONAS,
+            "split",
+            self.split_id,
+            split_id,
+            "distill personas for this split with `recsim-personas personas distill`",
+        )
 
 
 def write_persona_set(
@@ -152,9 +161,7 @@ def write_persona_set(
     atomic_write_text(out / "personas.jsonl", lines)
     with atomic_path(out / "memories.parquet") as tmp:
         memories.to_parquet(tmp, index=False)
-    manifest = {
-        "format": PERSONAS_FORMAT,
-        "format_version": PERSONAS_FORMAT_VERSION,
+    body = {
         "split_id": split_id,
         "distiller": distiller,
         "counts": {
@@ -164,26 +171,9 @@ def write_persona_set(
             "max_ms_words": max((p.words for p in personas), default=0),
         },
         "usage": usage or {},
-        "files": {name: sha256_file(out / name) for name in ("personas.jsonl", "memories.parquet")},
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": {"recsim_personas": __version__},
     }
-    write_json(out / MANIFEST, manifest)
+    manifest = write_manifest(out, PERSONAS, body, files=PERSONA_FILES, libraries=("pandas", "pyarrow"))
     return PersonaSet({p.user_id: p for p in personas}, memories, manifest, out)
-
-
-def read_persona_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The manifest of a personas directory, or None if it has none (not finished / not a persona set)."""
-    mf = Path(path) / MANIFEST
-    if not mf.is_file():
-        return None
-    try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{mf}: not valid JSON ({exc.msg}).") from exc
-    if manifest.get("format") != PERSONAS_FORMAT:
-        raise ArtifactError(f"{mf}: format is {manifest.get('format')!r}, expected {PERSONAS_FORMAT!r}.")
-    return manifest
 
 
 def load_persona_set(path: str | os.PathLike[str], *, split_id: str | None = None) -> PersonaSet:
@@ -194,28 +184,16 @@ def load_persona_set(path: str | os.PathLike[str], *, split_id: str | None = Non
             persona set from another split.
     """
     path = Path(path)
-    manifest = read_persona_manifest(path)
-    if manifest is None:
-        hint = "it does not exist" if not path.exists() else f"no {MANIFEST}: distillation has not finished"
-        raise ArtifactError(
-            f"{str(path)!r} is not a finished persona set ({hint}). Fix: run (or rerun, it resumes)"
-            " `recsim-personas personas distill --split SPLIT --out DIR`."
-        )
-    if manifest.get("format_version") != PERSONAS_FORMAT_VERSION:
-        raise ArtifactError(f"{path / MANIFEST}: unsupported format_version {manifest.get('format_version')!r}.")
-    for name, digest in manifest["files"].items():
-        f = path / name
-        if not f.is_file() or sha256_file(f) != digest:
-            raise ArtifactError(
-                f"personas {str(path)!r}: {name} is missing or does not match its manifest. Fix: rerun"
-                " `recsim-personas personas distill` with --overwrite."
-            )
+    manifest = read_manifest(path, PERSONAS, required=("split_id", "distiller", "counts", "files"))
+    verify_files(path, manifest, PERSONAS, fix="rerun `recsim-personas personas distill` with --overwrite")
     personas = {}
     with open(path / "personas.jsonl", encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 p = Persona.from_dict(json.loads(line))
                 personas[p.user_id] = p
+    import pandas as pd
+
     memories = pd.read_parquet(path / "memories.parquet")
     pset = PersonaSet(personas, memories, manifest, path)
     if split_id is not None:

@@ -8,7 +8,8 @@ Three traits, each kept as a number and mapped to three levels by percentiles ov
   (``items.hist_avg_rating``, which excludes test ratings). A *small* deviation means the user agrees with
   the crowd, so the level is ``high`` below the lower cut-off and ``low`` above the upper one.
 - **diversity** — how many genres cover 80% of the user's genre share (each rated item spreads one unit
-  evenly over its genres; genres are counted from the largest share down until 80% is reached).
+  evenly over its genres; genres are counted from the largest share down until 80% is reached): the
+  number of the user's :func:`top_genres`.
   Levels ``low`` / ``medium`` / ``high``.
 
 Each trait also gets a ``*_score`` in [0, 1]: the user's percentile rank among the split's users (for
@@ -55,10 +56,31 @@ def genre_share(train: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     return share.div(share.sum(axis=1), axis=0)
 
 
-def genres_to_cover(shares: np.ndarray, coverage: float = COVERAGE) -> int:
-    """How many of the largest shares (summing to 1) are needed to reach ``coverage``."""
-    ordered = np.sort(np.asarray(shares, dtype=np.float64))[::-1]
-    return int(np.searchsorted(np.cumsum(ordered), coverage - 1e-12) + 1)
+def top_genres(shares: pd.DataFrame, coverage: float = COVERAGE) -> pd.Series:
+    """Each user's top genres: the fewest genres, largest share first, whose shares reach ``coverage``.
+
+    Genres are ordered by share, largest first; equal shares keep the order of the columns of ``shares``
+    (a stable sort). The top genres are the first ones whose running sum reaches ``coverage`` (with a
+    ``1e-12`` tolerance for rounding), without genres of zero share. Their number is the user's *diversity*.
+
+    Args:
+        shares: per-user genre shares, (n_users × n_genres) with rows summing to 1, as :func:`genre_share`
+            returns (index ``user_id``, columns the genre names in ascending order).
+        coverage: the share the top genres must cover (default: :data:`COVERAGE`, 80%).
+
+    Returns:
+        a Series indexed like ``shares`` whose values are tuples of genre names (``str``), largest share first.
+    """
+    values = shares.to_numpy(dtype=np.float64)
+    order = np.argsort(-values, axis=1, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=1)
+    counts = (np.cumsum(ordered, axis=1) < coverage - 1e-12).sum(axis=1) + 1
+    names = np.asarray(shares.columns, dtype=object)
+    top = [
+        tuple(str(names[j]) for j, share in zip(idx[:n], row[:n], strict=True) if share > 0)
+        for idx, row, n in zip(order, ordered, counts, strict=True)
+    ]
+    return pd.Series(top, index=shares.index, dtype=object, name="top_genres")
 
 
 def _levels(values: pd.Series, cut: tuple[float, float], high_is_low: bool = False) -> pd.Series:
@@ -90,9 +112,7 @@ def compute_traits(train: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFra
             "conformity": by_user["dev"].mean().astype("float64"),
         }
     )
-    shares = genre_share(train, items)
-    frame["diversity"] = pd.Series([genres_to_cover(row) for row in shares.to_numpy()], index=shares.index)
-    frame["diversity"] = frame["diversity"].astype("int64")
+    frame["diversity"] = top_genres(genre_share(train, items)).map(len).astype("int64")
     cut = TraitCutoffs(
         **{t: tuple(float(x) for x in np.percentile(frame[t], [100 / 3, 200 / 3])) for t in TRAITS}  # type: ignore[arg-type]
     )

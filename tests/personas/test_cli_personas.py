@@ -49,4 +49,46 @@ def test_cluster_and_index_refuse_bad_input(split, tmp_path, capsys, tiny_datase
     ml = load_movielens("ml-100k", tiny_dataset_dir, download=False)
     other = make_split(ml, ProtocolConfig(n_users=12, min_ratings=10, max_ratings=40, seed=4)).save(tmp_path / "o")
     code, _, err = run(capsys, "personas", "index", "--personas", str(p), "--split", str(other.path))
-    assert code == 2 and "were made from split" in err
+    assert code == 2 and "was made from another split" in err
+
+
+def test_distill_cluster_and_embedder_options_come_from_their_config_dataclasses():
+    import dataclasses
+
+    from recsim_personas.cli import build_parser
+    from recsim_personas.personas.clustering import ClusterConfig
+    from recsim_personas.personas.embedders import EmbedderConfig
+    from recsim_personas.personas.llm_config import LLMConfig
+
+    parser = build_parser()
+    base = ["personas", "distill", "--split", "s", "--out", "o", "--llm", "openai"]
+    args = parser.parse_args(base)
+    assert args.llm_options.build(args) == LLMConfig()  # every default from the dataclass
+    assert set(args.llm_options.flags) == {f.name for f in dataclasses.fields(LLMConfig)}
+    given = ["--model", "m", "--base-url", "http://x/v1", "--api-key-env", "K", "--concurrency", "2"]
+    given += ["--response-format", "none", "--timeout", "3", "--max-retries", "1", "--price-input", "2.5"]
+    given += ["--price-output", "10", "--batch-size", "5", "--max-failed-share", "0.5", "--retry-failed"]
+    args = parser.parse_args([*base, *given])
+    assert args.llm_options.build(args) == LLMConfig(
+        model="m",
+        base_url="http://x/v1",
+        api_key_env="K",
+        concurrency=2,
+        response_format="none",
+        timeout=3.0,
+        max_retries=1,
+        price_input_per_mtok=2.5,
+        price_output_per_mtok=10.0,
+        batch_size=5,
+        max_failed_share=0.5,
+        retry_failed=True,
+    )
+    args = parser.parse_args(["personas", "cluster", "--personas", "p"])
+    assert args.cluster_options.build(args) == ClusterConfig() and args.embed_options.build(args) == EmbedderConfig()
+    argv = ["personas", "cluster", "--personas", "p", "--k-max", "5", "--seed", "3", "--n-init", "2"]
+    argv += ["--embedder", "openai", "--embed-model", "e", "--base-url", "http://y/v1", "--embed-cache", "c.sqlite"]
+    args = parser.parse_args(argv)
+    assert args.cluster_options.build(args) == ClusterConfig(k_max=5, seed=3, n_init=2)
+    assert args.embed_options.build(args) == EmbedderConfig(
+        kind="openai", model="e", base_url="http://y/v1", cache="c.sqlite"
+    )

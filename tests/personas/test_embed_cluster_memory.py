@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from fake_openai import FakeOpenAI
 
@@ -101,7 +101,7 @@ def test_cluster_personas_report_and_staleness(pset, tmp_path):
     kept.write_bytes(paths["json"].read_bytes())
     fresh, _ = distill_personas(split, p.path, StatsDistiller(), user_ids=split.user_ids[:5].tolist(), overwrite=True)
     assert not (p.path / "clusters").exists()  # re-distilling drops the stale clustering
-    with pytest.raises(ArtifactError, match="another version of the personas"):
+    with pytest.raises(ArtifactError, match="made from another persona set"):
         load_clusters(kept, fresh)
 
 
@@ -150,7 +150,7 @@ def test_memory_index_roundtrip_and_add(pset, tmp_path):
     assert [[h.item_id for h in x] for x in loaded.retrieve_batch(u, i, 3)] == [
         [h.item_id for h in x] for x in index.retrieve_batch(u, i, 3)
     ]
-    with pytest.raises(ArtifactError, match="other personas"):
+    with pytest.raises(ArtifactError, match="made from another persona set"):
         MemoryIndex.load(tmp_path / "mem", personas_manifest="xyz")
     uid = int(u[0])
     new_item = int(split.test[split.test.user_id == uid].item_id.iloc[0])
@@ -160,7 +160,121 @@ def test_memory_index_roundtrip_and_add(pset, tmp_path):
     found = {h.item_id for h in index.retrieve(uid, probe, k=1000)}
     assert new_item in found
     assert new_item not in {h.item_id for h in index.retrieve(uid, new_item, k=1000)}
-    assert isinstance(pd.DataFrame(index.memories), pd.DataFrame)
+    assert len(index.memories) == len(p.memories) + 1
+    assert index.memories.iloc[-1][["user_id", "item_id", "rating", "reason"]].tolist() == [
+        uid,
+        new_item,
+        5,
+        "I loved it",
+    ]
+    # a user the index did not hold gets a list of their own; the others keep their answers
+    before = index.retrieve_batch(u, i, 3)
+    index.add(-7, new_item, 4, "a new viewer", key)
+    assert index.has_user(-7) and [h.item_id for h in index.retrieve(-7, probe, k=5)] == [new_item]
+    assert index.retrieve_batch(u, i, 3) == before
+    # a second memory of one item (keyed like the first, so both rank first for it): still k others come back
+    index.add(uid, new_item, 2, "I watched it again", key)
+    again_hits = index.retrieve(uid, new_item, k=3)
+    assert len(again_hits) == 3 and all(h.item_id != new_item for h in again_hits)
+    index.save(tmp_path / "mem2")
+    again = MemoryIndex.load(tmp_path / "mem2")
+    np.testing.assert_array_equal(again.vectors(), index.vectors())
+    assert again.retrieve_batch(u, i, 3) == index.retrieve_batch(u, i, 3)
+
+
+def _per_user_flat_retrieval(index, users, items, k):
+    """The retrieval of one FAISS IndexFlatIP per user, as MemoryIndex answered before issue 12 (the reference)."""
+    import faiss
+
+    mem, vectors = index.memories, index.vectors()
+    queries = index.item_vector(items)
+    m_item = mem["item_id"].to_numpy()
+    out = [[] for _ in users]
+    for uid, rows in mem.groupby("user_id").indices.items():
+        sel = np.flatnonzero(users == uid)
+        if not len(sel):
+            continue
+        flat = faiss.IndexFlatIP(vectors.shape[1])
+        flat.add(vectors[rows])
+        own = (m_item[rows][None, :] == items[sel][:, None]).sum(axis=1)
+        scores, local = flat.search(np.ascontiguousarray(queries[sel]), min(len(rows), k + int(own.max())))
+        for qi, q in enumerate(sel):
+            hits = [(rows[j], s) for s, j in zip(scores[qi], local[qi], strict=True) if j >= 0]
+            hits = [(r, s) for r, s in hits if m_item[r] != items[q]][:k]
+            out[q] = [(int(m_item[r]), int(mem["rating"].iat[r]), mem["reason"].iat[r], float(s)) for r, s in hits]
+    return out
+
+
+@pytest.mark.movielens
+def test_one_index_keyed_by_user_answers_like_a_flat_index_per_user_on_ml100k(ml100k_split, ml100k_personas):
+    pset = ml100k_personas
+    index = MemoryIndex.build(pset, ml100k_split.catalog(), HashEmbedder(dim=384))
+    test, mem = ml100k_split.test, pset.memories
+    cases = [  # every test request, and every train memory asked about its own item (the target must be skipped)
+        (test["user_id"].to_numpy(), test["item_id"].to_numpy(), 5),
+        (mem["user_id"].to_numpy(), mem["item_id"].to_numpy(), 3),
+        (test["user_id"].to_numpy()[:500], test["item_id"].to_numpy()[:500], 300),  # more than a user holds
+    ]
+    for users, items, k in cases:
+        got = index.retrieve_batch(users, items, k)
+        want = _per_user_flat_retrieval(index, users, items, k)
+        assert [[(h.item_id, h.rating, h.reason) for h in hits] for hits in got] == [
+            [w[:3] for w in hits] for hits in want
+        ]
+        scores = np.array([h.score for hits in got for h in hits])
+        np.testing.assert_allclose(scores, [w[3] for hits in want for w in hits], rtol=0, atol=1e-6)
+        assert all(h.item_id != i for hits, i in zip(got, items, strict=True) for h in hits)
+    single = [index.retrieve(int(u), int(i), k=5) for u, i in zip(cases[0][0][:200], cases[0][1][:200], strict=True)]
+    assert [[h.item_id for h in x] for x in single] == [
+        [h.item_id for h in x] for x in index.retrieve_batch(cases[0][0][:200], cases[0][1][:200], 5)
+    ]
+
+
+def test_memory_index_artifacts_of_earlier_versions_and_damage(pset, tmp_path):
+    split, p = pset
+    index = MemoryIndex.build(p, split.catalog(), HashEmbedder())
+    index.save(tmp_path / "mem", personas_manifest="abc")
+    mf = tmp_path / "mem" / "manifest.json"
+    manifest = json.loads(mf.read_text())
+    assert manifest["format_version"] == 1 and manifest["versions"]["faiss-cpu"]
+    legacy = {k: v for k, v in manifest.items() if k not in ("format_version", "versions")}  # as written before
+    mf.write_text(json.dumps(legacy))
+    loaded = MemoryIndex.load(tmp_path / "mem", personas_manifest="abc")
+    u, i = p.memories["user_id"].to_numpy()[:30], p.memories["item_id"].to_numpy()[:30]
+    assert loaded.retrieve_batch(u, i, 2) == index.retrieve_batch(u, i, 2)
+    mf.write_text('{"format": "recsim-personas/memory-index", "files": ')
+    with pytest.raises(ArtifactError, match="manifest is damaged"):
+        MemoryIndex.load(tmp_path / "mem")
+    mf.write_text(json.dumps({**legacy, "files": {**legacy["files"], "vectors.npy": "0" * 64}}))
+    with pytest.raises(ArtifactError, match=r"vectors\.npy does not match its manifest"):
+        MemoryIndex.load(tmp_path / "mem")
+    with pytest.raises(ArtifactError, match="not a memory index"):
+        MemoryIndex.load(tmp_path / "nowhere")
+
+
+def test_clusters_of_earlier_versions_and_damage(pset):
+    _, p = pset
+    result = cluster_personas(p, HashEmbedder(), ClusterConfig(k=3))
+    out = p.path / "clusters"
+    save_clusters(result, out, plot=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "recsim-personas/clusters" and set(manifest["files"]) == {
+        "clusters.json",
+        "clusters.md",
+    }
+    (out / "manifest.json").unlink()  # a clusters directory written before clusters had a manifest
+    assert load_clusters(out, p).labels == result.labels
+    save_clusters(result, out, plot=False)
+    (out / "clusters.json").write_text((out / "clusters.json").read_text().replace('"k": 3', '"k": 4'))
+    with pytest.raises(ArtifactError, match=r"clusters\.json does not match its manifest"):
+        load_clusters(out, p)
+    (out / "manifest.json").write_text("[]")
+    with pytest.raises(ArtifactError, match="manifest is damaged"):
+        load_clusters(out, p)
+    (out / "manifest.json").unlink()
+    (out / "clusters.json").write_text("{")
+    with pytest.raises(ArtifactError, match=r"clusters\.json: expected the JSON of a persona clustering"):
+        load_clusters(out, p)
 
 
 def test_local_minilm_embedder_is_offline_normalised_and_semantic(tmp_path):

@@ -58,7 +58,7 @@ def test_rerun_is_a_no_op_and_other_split_is_refused(split, tmp_path, tiny_datas
     other = make_split(ml, ProtocolConfig(n_users=8, min_ratings=10, max_ratings=40, seed=9)).save(tmp_path / "other")
     with pytest.raises(ArtifactError, match="--overwrite"):
         distill_personas(other, out, StatsDistiller())
-    with pytest.raises(ArtifactError, match="were made from split"):
+    with pytest.raises(ArtifactError, match="was made from another split"):
         load_persona_set(out, split_id=other.split_id)
     replaced, created = distill_personas(other, out, StatsDistiller(), overwrite=True)
     assert created and replaced.split_id == other.split_id
@@ -97,8 +97,8 @@ def test_cli_distill_stats(split, tmp_path, capsys):
 
 
 @pytest.mark.movielens
-def test_stats_distillation_of_the_ml100k_split(ml100k_split, tmp_path):
-    pset, _ = distill_personas(ml100k_split, tmp_path / "p", StatsDistiller())
+def test_stats_distillation_of_the_ml100k_split(ml100k_personas):
+    pset = ml100k_personas
     assert len(pset.personas) == 200
     assert len(pset.memories) == 17018
     assert max(p.words for p in pset.personas.values()) <= MAX_MS_WORDS
