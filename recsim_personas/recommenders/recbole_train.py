@@ -133,16 +133,25 @@ def _log_epochs(trainer: Any, config: RecBoleConfig) -> None:
         if epoch_idx == 0 and trainer.epochs > 1:
             bound = "at most " if config.early_stopping else ""
             logger.info(
-                "%s: expected training time %s%.0f s (first epoch %.1f s x %d epochs)",
+                "%s: expected training time %s%s (first epoch %.1f s x %d epochs)",
                 config.model,
                 bound,
-                seconds * cap,
+                _duration(seconds * cap),
                 seconds,
                 cap,
             )
         return loss
 
     trainer._train_epoch = train_epoch
+
+
+def _duration(seconds: float) -> str:
+    """``"12.3 s"``, ``"4.5 min"`` or ``"2.1 h"``."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _keep_best(trainer: Any, model: Any) -> None:
