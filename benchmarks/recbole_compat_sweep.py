@@ -29,7 +29,7 @@ import os
 import platform
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 
@@ -48,13 +48,17 @@ class Args:
 
 
 def parse() -> Args:
-    d = Args()
+    """One flag per field of :class:`Args` (``--rerun-failed`` for ``rerun_failed``), its default from there."""
+    defaults = Args()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--split", default=d.split)
-    p.add_argument("--out", default=d.out)
-    p.add_argument("--models", nargs="*", default=d.models)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--rerun-failed", action="store_true", default=d.rerun_failed)
+    for f in fields(Args):
+        default, flag = getattr(defaults, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, action="store_true", default=default)
+        elif isinstance(default, list):
+            p.add_argument(flag, dest=f.name, nargs="*", default=default)
+        else:
+            p.add_argument(flag, dest=f.name, type=type(default), default=default)
     return Args(**vars(p.parse_args()))
 
 
