@@ -100,11 +100,14 @@ class SeenAwarePolicy:
         Raises:
             ConfigError: the observation has no ``seen`` entry, or it is not of shape (N, n_items).
         """
+        fix = "Fix: pass the environment's (batched) observation, whose 'seen' mask has one column per item."
         if "seen" not in obs:
-            raise ConfigError(f"{self.name} policy: the observation has no 'seen' mask (keys: {sorted(obs)}).")
+            raise ConfigError(f"{self.name} policy: the observation has no 'seen' mask (keys: {sorted(obs)}). {fix}")
         seen = np.asarray(obs["seen"]).astype(bool, copy=False)
         if seen.ndim != 2 or seen.shape[1] != self.n_items:
-            raise ConfigError(f"{self.name} policy: obs['seen'] must have shape (N, {self.n_items}), got {seen.shape}.")
+            raise ConfigError(
+                f"{self.name} policy: obs['seen'] must have shape (N, {self.n_items}), got {seen.shape}. {fix}"
+            )
         return seen
 
 

@@ -125,7 +125,7 @@ def resolve_model(name: str) -> tuple[str, Kind]:
 
     models = _recbole_models()
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"expected a RecBole model name such as 'BPR', got {name!r}.")
+        raise ConfigError(f"expected a RecBole model name such as 'BPR', got {name!r}. Fix: pass the model's name.")
     by_lower = {m.lower(): m for m in models}
     canonical = by_lower.get(name.lower())
     if canonical is None:
@@ -133,7 +133,7 @@ def resolve_model(name: str) -> tuple[str, Kind]:
         hint = (" Did you mean " + " or ".join(repr(by_lower[c]) for c in close) + "?") if close else ""
         raise ConfigError(
             f"unknown RecBole model {name!r}: expected one of RecBole {RECBOLE_VERSION}'s general or sequential"
-            f" models.{hint} Known models: {', '.join(sorted(models))}."
+            f" models.{hint} Fix: pass one of the known models: {', '.join(sorted(models))}."
         )
     if canonical in UNSUPPORTED:
         raise ConfigError(

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,13 +207,17 @@ class RecBolePolicy(SeenAwarePolicy):
         if "user_index" not in obs:
             if not required:
                 return None
-            raise ConfigError(f"{self.name} policy: the observation has no 'user_index' (keys: {sorted(obs)}).")
+            raise ConfigError(
+                f"{self.name} policy: the observation has no 'user_index' (keys: {sorted(obs)}). Fix: pass the"
+                " environment's observation (MovieLensEnv, or Population.observe)."
+            )
         users = np.asarray(obs["user_index"], dtype=np.int64).reshape(-1)
         bad = (users < 0) | (users >= len(self.user_ids))
         if bad.any():
             raise ConfigError(
                 f"{self.name} policy: user_index {int(users[bad][0])} is outside [0, {len(self.user_ids)}); the"
-                " model serves the sampled users of the split it was trained on."
+                " model serves the sampled users of the split it was trained on. Fix: serve it observations of"
+                " that split's environment."
             )
         rb = self._rb_user[users]
         if (rb < 0).any():
@@ -231,7 +236,8 @@ class RecBolePolicy(SeenAwarePolicy):
             return Interaction({self.uid_field: torch.as_tensor(self._users(obs, required=True))})
         if "history_items" not in obs:
             raise ConfigError(
-                f"{self.name} policy: a sequential model needs obs['history_items'] (keys: {sorted(obs)})."
+                f"{self.name} policy: a sequential model needs obs['history_items'] (keys: {sorted(obs)}). Fix: pass"
+                f" the environment's observation with a history of {self.history_len} items (policy.history_len)."
             )
         hist = np.asarray(obs["history_items"], dtype=np.int64)
         mapped = np.where(hist >= 0, self._rb_item[np.clip(hist, 0, self.n_items - 1)], -1)
@@ -321,9 +327,15 @@ class RecBolePolicy(SeenAwarePolicy):
         with recbole_run(config) as tmp:
             built = build(api, split, config, tmp, progress=False)
             model = make_model(api, built, config)
-        state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
-        model.load_other_parameter(state.get("other_parameter"))
+        try:
+            state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["state_dict"])
+            model.load_other_parameter(state.get("other_parameter"))
+        except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+            raise ArtifactError(
+                f"model {str(path)!r}: {WEIGHTS} does not fit the {manifest['model']} model rebuilt from its manifest"
+                f" ({type(exc).__name__}: {exc}). Fix: train the model again."
+            ) from exc
         policy = cls(config, model, built.dataset, split, slate_size=slate_size)
         if _mapping_hash(policy.user_tokens, policy.item_tokens) != manifest["mapping_sha256"]:
             raise ArtifactError(
