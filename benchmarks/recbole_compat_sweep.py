@@ -3,8 +3,9 @@
 Top to bottom: load the ML-100K protocol split (prepare it first with
 ``recsim-personas data prepare --dataset ml-100k --out runs/split``) and its simulation world, then per model
 of RecBole's own registry (``recbole.model.general_recommender`` / ``sequential_recommender``): build its
-``RecBoleConfig`` (the adapter's defaults, ``--epochs`` epochs, no early stopping), train it on the split's
-history through ``train_recbole``, and score it offline through our policy (``evaluate_offline``: NDCG@10 on
+``RecBoleConfig`` (``--epochs`` epochs, no early stopping; a small ``--embedding-size`` and
+``--max-seq-len`` so that one epoch of each model stays short on 2 cores; the adapter's defaults otherwise),
+train it on the split's history through ``train_recbole``, and score it offline through our policy (``evaluate_offline``: NDCG@10 on
 the held-out test part, full ranking, history excluded). Each model ends as
 
 - **ok** — trained and scored (NDCG@10, seconds);
@@ -43,6 +44,10 @@ class Args:
     """models to try (default: every general and sequential model in RecBole's registry)"""
     epochs: int = 1
     """training epochs of each model"""
+    embedding_size: int = 32
+    """embedding size (hidden size of sequential models); small, so one epoch of each model is short on 2 cores"""
+    max_seq_len: int = 20
+    """longest history a sequential model reads (the gap benchmark's SASRec setting)"""
     rerun_failed: bool = False
     """train the models whose stored result is 'failed' again"""
 
@@ -62,15 +67,16 @@ def parse() -> Args:
     return Args(**vars(p.parse_args()))
 
 
-def try_model(name: str, kind: str, split, world, epochs: int) -> dict:
+def try_model(name: str, kind: str, split, world, args: Args) -> dict:
     """Train and score one model; the result row (status ok / refused / failed)."""
     from recsim_personas.errors import ConfigError, RecsimPersonasError
     from recsim_personas.recommenders import RecBoleConfig, evaluate_offline, train_recbole
 
-    row: dict = {"model": name, "kind": kind, "epochs": epochs, "split_id": split.split_id}
+    settings = {"epochs": args.epochs, "embedding_size": args.embedding_size, "max_seq_len": args.max_seq_len}
+    row: dict = {"model": name, "kind": kind, **settings, "split_id": split.split_id}
     t0 = time.perf_counter()
     try:
-        config = RecBoleConfig(model=name, epochs=epochs)
+        config = RecBoleConfig(model=name, **settings)
     except ConfigError as exc:
         return {**row, "status": "refused", "why": str(exc), "seconds": 0.0}
     try:
@@ -89,12 +95,13 @@ def try_model(name: str, kind: str, split, world, epochs: int) -> dict:
     return row
 
 
-def markdown(rows: list[dict], split_id: str, epochs: int) -> str:
+def markdown(rows: list[dict], split_id: str, args: Args) -> str:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "refused", "failed")}
     lines = [
         f"# RecBole compatibility sweep: {len(rows)} general and sequential models on split {split_id[:12]}",
         "",
-        f"{epochs} epoch(s) each, adapter defaults otherwise; NDCG@10 through our policy on the held-out test part."
+        f"{args.epochs} epoch(s) each, embedding size {args.embedding_size}, sequences of at most {args.max_seq_len}"
+        " items, adapter defaults otherwise; NDCG@10 through our policy on the held-out test part."
         f" ok {counts['ok']}, refused {counts['refused']}, failed {counts['failed']}.",
         "",
         "| model | kind | status | NDCG@10 | seconds | note |",
@@ -136,18 +143,19 @@ if __name__ == "__main__":
         path = results / f"{name}.json"
         if path.is_file():
             row = json.loads(path.read_text())
-            same = row.get("epochs") == args.epochs and row.get("split_id") == split.split_id
+            settings = (args.epochs, args.embedding_size, args.max_seq_len, split.split_id)
+            same = tuple(row.get(k) for k in ("epochs", "embedding_size", "max_seq_len", "split_id")) == settings
             if same and not (args.rerun_failed and row["status"] == "failed"):
                 rows.append(row)
                 continue
         log.info("[%d/%d] %s", i, len(names), name)
-        row = try_model(name, registry.get(name, "?"), split, world, args.epochs)
+        row = try_model(name, registry.get(name, "?"), split, world, args)
         write_json(path, row)
         log.info("%s: %s (%.0f s)", name, row["status"], row["seconds"])
         rows.append(row)
 
     # 3. the report
-    report = markdown(rows, split.split_id, args.epochs)
+    report = markdown(rows, split.split_id, args)
     atomic_write_text(out / "report.md", report)
     payload = {
         "args": asdict(args),
