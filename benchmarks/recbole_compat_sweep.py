@@ -5,8 +5,8 @@ Top to bottom: load the ML-100K protocol split (prepare it first with
 of RecBole's own registry (``recbole.model.general_recommender`` / ``sequential_recommender``): build its
 ``RecBoleConfig`` (``--epochs`` epochs, no early stopping; a small ``--embedding-size`` and
 ``--max-seq-len`` so that one epoch of each model stays short on 2 cores; the adapter's defaults otherwise),
-train it on the split's history through ``train_recbole``, and score it offline through our policy (``evaluate_offline``: NDCG@10 on
-the held-out test part, full ranking, history excluded). Each model ends as
+train it on the split's history through ``train_recbole``, and score it offline through our policy
+(``evaluate_offline``: NDCG@10 on the held-out test part, full ranking, history excluded). Each model ends as
 
 - **ok** — trained and scored (NDCG@10, seconds);
 - **refused** — the adapter refuses it by name (``ConfigError``: it needs item features, a knowledge graph,
