@@ -55,6 +55,7 @@ RESERVED = (
     "eval_step",
     "stopping_step",
     "valid_metric",
+    "pretrain_epochs",
 )
 """RecBole parameters this adapter sets itself (not allowed in :attr:`RecBoleConfig.params`)."""
 
@@ -86,6 +87,9 @@ MODEL_PARAMS: dict[str, dict[str, Any]] = {
     "TransRec": {"loss_type": "BPR", "train_neg_sample_args": NEGATIVE_SAMPLING},
 }
 """RecBole parameters a model requires to train (applied before :attr:`RecBoleConfig.params`)."""
+PRETRAINING = ("RaCT",)
+"""Models whose RecBole trainer trains for ``pretrain_epochs`` (RecBole's default 150 for RaCT's actor
+pre-training, its default stage) instead of ``epochs``: the adapter sets ``pretrain_epochs`` to the epoch cap."""
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -275,6 +279,8 @@ class RecBoleConfig:
             params["hidden_size"] = self.embedding_size
             params["train_neg_sample_args"] = None
             params["loss_type"] = "CE"
+        if self.model in PRETRAINING:  # its trainer runs RecBole's pretrain_epochs, not epochs
+            params["pretrain_epochs"] = self.epoch_cap
         params.update(MODEL_PARAMS.get(self.model, {}))
         params.update(self.params)
         return params

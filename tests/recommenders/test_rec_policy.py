@@ -309,3 +309,10 @@ def test_models_saved_in_format_version_1_still_load_and_damaged_manifests_are_r
     (path / "manifest.json").write_text(json.dumps({**old, "format_version": 3}))
     with pytest.raises(ArtifactError, match="format_version 3 is not supported"):
         RecBolePolicy.load(path, rec_split_dir)
+
+
+def test_a_pretraining_model_trains_the_epochs_it_is_given(rec_split_dir, caplog):
+    # RaCT's trainer runs RecBole's pretrain_epochs (150 by default), not epochs
+    with caplog.at_level(logging.INFO, logger="recsim_personas.recommenders.recbole_train"):
+        train_recbole(rec_split_dir, RecBoleConfig(model="RaCT", epochs=2, embedding_size=8), progress=False)
+    assert "RaCT epoch 2/2: loss" in caplog.text and "RaCT epoch 3/" not in caplog.text
