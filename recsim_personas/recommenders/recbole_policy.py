@@ -105,6 +105,7 @@ class RecBolePolicy(SeenAwarePolicy):
         config: the :class:`RecBoleConfig` it was trained with.
         kind: ``"general"`` or ``"sequential"``.
         slate_size: items per slate.
+        n_items: number of items (our item indices ``0 .. n_items - 1``).
         item_ids: our item ids, int64 (n_items,), ascending (index ``j`` ↔ ``item_ids[j]``).
         user_ids: our user ids, int64 (n_users,), ascending (the split's sampled users).
         split_id: the split it was trained on.
@@ -125,11 +126,7 @@ class RecBolePolicy(SeenAwarePolicy):
     ) -> None:
         import torch
 
-        if isinstance(slate_size, bool) or not isinstance(slate_size, int) or slate_size < 1:
-            raise ConfigError(f"slate_size must be a positive integer, got {slate_size!r}.")
         self.item_ids = np.sort(split.items["item_id"].to_numpy(dtype=np.int64))
-        if slate_size > len(self.item_ids):
-            raise ConfigError(f"slate_size ({slate_size}) cannot exceed the split's {len(self.item_ids)} items.")
         super().__init__(len(self.item_ids), slate_size)
         self.config, self.kind = config, config.kind
         self.name = f"recbole:{config.model}"
