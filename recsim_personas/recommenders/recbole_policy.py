@@ -257,7 +257,13 @@ class RecBolePolicy(SeenAwarePolicy):
             items = mapped[r][valid[r]][-max_len:]
             seq[r, : len(items)] = items
         lengths = np.minimum(lengths, max_len)
-        fields = {self.model.ITEM_SEQ: torch.as_tensor(seq), self.model.ITEM_SEQ_LEN: torch.as_tensor(lengths)}
+        fields = {
+            self.model.ITEM_SEQ: torch.as_tensor(seq),
+            self.model.ITEM_SEQ_LEN: torch.as_tensor(lengths),
+            # the target item RecBole's evaluation batches carry; GRU4RecCPR and SASRecCPR compute a loss against
+            # it inside full_sort_predict (their scores do not depend on it): RecBole's padding id stands in
+            self.iid_field: torch.zeros(len(seq), dtype=torch.int64),
+        }
         users = self._users(obs, required=False)  # Caser, FPMC, HGN, HRM, NPE, SHAN, TransRec... read the user
         if users is not None:
             fields[self.uid_field] = torch.as_tensor(users)

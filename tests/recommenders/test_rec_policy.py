@@ -180,13 +180,15 @@ def test_a_model_that_needs_features_is_refused_clearly(rec_split_dir):
         resolve_model("ksr")
 
 
-@pytest.mark.parametrize("model", ["NeuMF", "FPMC", "HRM"])
+@pytest.mark.parametrize("model", ["NeuMF", "FPMC", "HRM", "SASRecCPR"])
 def test_models_without_full_sort_or_with_a_pairwise_loss_or_reading_the_user_train_and_serve(
     rec_split_dir, rec_world, model
 ):
     """NeuMF has no full_sort_predict (scored through predict), FPMC trains only with the BPR loss on sampled
-    negatives, HRM (like FPMC) reads the user id of a sequential observation."""
-    config = RecBoleConfig(model=model, epochs=1, embedding_size=8, max_seq_len=10)
+    negatives, HRM (like FPMC) reads the user id of a sequential observation, SASRecCPR reads a target item
+    while scoring."""
+    params = {"reranker_CAN_NUM": 20} if model == "SASRecCPR" else {}  # RecBole's 100 > the tiny split's items
+    config = RecBoleConfig(model=model, epochs=1, embedding_size=8, max_seq_len=10, params=params)
     policy = train_recbole(rec_split_dir, config, slate_size=5, progress=False)
     obs = _obs(rec_world)
     slates = policy.act_batch(obs)
