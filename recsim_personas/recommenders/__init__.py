@@ -2,8 +2,11 @@
 
 - :mod:`.policies` — the :class:`Policy` protocol, :class:`RandomPolicy`, :class:`PopularPolicy`.
 - :mod:`.recbole_compat` — the shims that make RecBole 1.2.1 run on this stack.
-- :mod:`.recbole_policy` — :class:`RecBoleConfig`, :func:`train_recbole`, :class:`RecBolePolicy` (any RecBole
-  general or sequential model by name; save/load; unseen top-k for our ids).
+- the RecBole adapter (any RecBole general or sequential model by name): :mod:`.recbole_config`
+  (:class:`RecBoleConfig`, the model registry and per-model settings), :mod:`.recbole_data` (the RecBole
+  dataset and model built from a split), :mod:`.recbole_train` (:func:`train_recbole`, early stopping,
+  RecBole's evaluator), :mod:`.recbole_policy` (:class:`RecBolePolicy`: scoring, unseen top-k for our ids,
+  save/load).
 - :mod:`.offline` — :func:`evaluate_offline`: Recall/NDCG/MRR@k on the held-out test part.
 - :mod:`.simulated` — :func:`evaluate_policy`: simulated metrics over seeds with confidence intervals.
 - :mod:`.gap` — :func:`run_gap_benchmark` → :class:`GapReport` (markdown, JSON, PNG).
@@ -22,7 +25,9 @@ from recsim_personas.recommenders.policies import POLICIES, Policy, PopularPolic
 if TYPE_CHECKING:
     from recsim_personas.recommenders.gap import GapReport, run_gap_benchmark
     from recsim_personas.recommenders.offline import OfflineMetrics, evaluate_offline
-    from recsim_personas.recommenders.recbole_policy import RecBoleConfig, RecBolePolicy, train_recbole
+    from recsim_personas.recommenders.recbole_config import RecBoleConfig
+    from recsim_personas.recommenders.recbole_policy import RecBolePolicy
+    from recsim_personas.recommenders.recbole_train import train_recbole
     from recsim_personas.recommenders.simulated import SimulatedMetrics, evaluate_policy
 
 _EXPORTS = {
@@ -30,9 +35,9 @@ _EXPORTS = {
     "run_gap_benchmark": "gap",
     "OfflineMetrics": "offline",
     "evaluate_offline": "offline",
-    "RecBoleConfig": "recbole_policy",
+    "RecBoleConfig": "recbole_config",
     "RecBolePolicy": "recbole_policy",
-    "train_recbole": "recbole_policy",
+    "train_recbole": "recbole_train",
     "SimulatedMetrics": "simulated",
     "evaluate_policy": "simulated",
 }

@@ -627,9 +627,9 @@ def run_gap_benchmark(
         )
     versions = {"recsim_personas": __version__, "numpy": np.__version__, "scipy": scipy.__version__}
     if any(n.startswith(RECBOLE_PREFIX) for n in names):
-        from recsim_personas.recommenders.recbole_policy import _versions
+        from recsim_personas.artifacts import library_versions
 
-        versions = _versions()
+        versions = library_versions("recbole", "torch", "scipy")
     fidelity = {
         "rater_on_test": rater_fidelity(world, split.test, seed=seeds[0]),
         "watched_test": watched_test_fidelity(all_watched, split.test),

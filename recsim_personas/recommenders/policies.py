@@ -44,8 +44,33 @@ class Policy(Protocol):
         ...
 
 
-class _SeenAwarePolicy:
-    """Shared validation: the ``seen`` mask of the observation and the slate size."""
+def top_k_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best-scored unseen items per row, best first (ties: lower index first).
+
+    Rows with fewer than ``k`` unseen items are filled up with seen ones (as the other policies do).
+
+    Args:
+        scores: float (N, n_items).
+        seen: bool (N, n_items).
+        k: slate size.
+
+    Returns:
+        int64 (N, k).
+    """
+    masked = np.where(seen, -np.inf, scores)
+    order = np.argsort(-masked, axis=1, kind="stable")
+    return order[:, :k].astype(np.int64)
+
+
+class SeenAwarePolicy:
+    """Base of the built-in policies and of the RecBole policy: checks the sizes, serves one observation
+    through :meth:`act_batch`, and reads the batch's checked ``seen`` mask (:meth:`_seen`).
+
+    Args:
+        n_items: number of items (indices ``0 .. n_items - 1``).
+        slate_size: items per slate.
+        seed: seed of the policy's generator (``self.rng``).
+    """
 
     name = "policy"
 
@@ -70,16 +95,23 @@ class _SeenAwarePolicy:
         raise NotImplementedError
 
     def _seen(self, obs: Mapping[str, Any]) -> np.ndarray:
-        """The batch's seen mask as bool (N, n_items)."""
+        """The batch's seen mask as bool (N, n_items).
+
+        Raises:
+            ConfigError: the observation has no ``seen`` entry, or it is not of shape (N, n_items).
+        """
+        fix = "Fix: pass the environment's (batched) observation, whose 'seen' mask has one column per item."
         if "seen" not in obs:
-            raise ConfigError(f"{self.name} policy: the observation has no 'seen' mask (keys: {sorted(obs)}).")
+            raise ConfigError(f"{self.name} policy: the observation has no 'seen' mask (keys: {sorted(obs)}). {fix}")
         seen = np.asarray(obs["seen"]).astype(bool, copy=False)
         if seen.ndim != 2 or seen.shape[1] != self.n_items:
-            raise ConfigError(f"{self.name} policy: obs['seen'] must have shape (N, {self.n_items}), got {seen.shape}.")
+            raise ConfigError(
+                f"{self.name} policy: obs['seen'] must have shape (N, {self.n_items}), got {seen.shape}. {fix}"
+            )
         return seen
 
 
-class RandomPolicy(_SeenAwarePolicy):
+class RandomPolicy(SeenAwarePolicy):
     """Uniformly random slates of distinct items the user has not seen.
 
     Args:
@@ -119,7 +151,7 @@ class RandomPolicy(_SeenAwarePolicy):
         return out
 
 
-class PopularPolicy(_SeenAwarePolicy):
+class PopularPolicy(SeenAwarePolicy):
     """The most popular items the user has not seen, most popular first.
 
     Args:

@@ -47,7 +47,7 @@ def rec_world_fixture(rec_split_dir: Path) -> World:
 @pytest.fixture(scope="session", name="trained")
 def trained_fixture(rec_split_dir: Path) -> dict:
     """Pop, BPR, LightGCN and SASRec trained on the tiny split (1–2 epochs), as policies with slate size 5."""
-    from recsim_personas.recommenders.recbole_policy import RecBoleConfig, train_recbole
+    from recsim_personas.recommenders import RecBoleConfig, train_recbole
 
     out = {}
     for model in MODELS:

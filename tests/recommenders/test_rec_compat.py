@@ -12,10 +12,11 @@ import torch
 from reckit import rec_split_dir_fixture  # noqa: F401  (fixture)
 from scipy.sparse import dok_matrix
 
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, PolicyError
 from recsim_personas.recommenders import recbole_compat
 from recsim_personas.recommenders.recbole_compat import CompatReport, apply, import_recbole
-from recsim_personas.recommenders.recbole_policy import RecBoleConfig, _build, _make_model
+from recsim_personas.recommenders.recbole_config import RecBoleConfig
+from recsim_personas.recommenders.recbole_data import build, make_model
 
 
 def _config(api, tmp_path: Path, model: str = "Pop"):
@@ -53,8 +54,8 @@ def test_the_dok_shim_builds_lightgcn_s_normalised_adjacency(rec_split_dir, tmp_
     api = import_recbole()
     split = Split.load(rec_split_dir)
     config = RecBoleConfig(model="LightGCN", epochs=1, embedding_size=8)
-    built = _build(api, split, config, str(tmp_path), progress=False)
-    model = _make_model(api, built, config)
+    built = build(api, split, config, str(tmp_path), progress=False)
+    model = make_model(api, built, config)
     # the reference: D^-1/2 A D^-1/2 of the bipartite user-item graph, computed densely
     inter = built.train_data.dataset.inter_matrix(form="coo")
     n_u, n_i = inter.shape
@@ -66,8 +67,8 @@ def test_the_dok_shim_builds_lightgcn_s_normalised_adjacency(rec_split_dir, tmp_
     np.testing.assert_allclose(model.norm_adj_matrix.to_dense().numpy(), ref, rtol=1e-5, atol=1e-7)
 
     monkeypatch.delattr(dok_matrix, "_update")
-    with pytest.raises(ConfigError, match="LightGCN") as info:
-        _make_model(api, built, config)
+    with pytest.raises(PolicyError, match="recbole:LightGCN failed while building the model") as info:
+        make_model(api, built, config)
     assert isinstance(info.value.__cause__, AttributeError) and "_update" in str(info.value.__cause__)
 
 
@@ -79,8 +80,8 @@ def test_recbole_reloads_its_own_checkpoint_only_through_the_shim(rec_split_dir,
     api = import_recbole()
     split = Split.load(rec_split_dir)
     config = RecBoleConfig(model="BPR", epochs=1, embedding_size=8)
-    built = _build(api, split, config, str(tmp_path), progress=False)
-    model = _make_model(api, built, config)
+    built = build(api, split, config, str(tmp_path), progress=False)
+    model = make_model(api, built, config)
     trainer = api.get_trainer(built.config["MODEL_TYPE"], "BPR")(built.config, model)
     trainer.fit(built.train_data, valid_data=None, saved=True, show_progress=False)
     checkpoint = Path(trainer.saved_model_file)
@@ -103,7 +104,7 @@ def test_recbole_reloads_its_own_checkpoint_only_through_the_shim(rec_split_dir,
 
 
 def test_the_trainer_writes_nothing_into_the_current_directory(rec_split_dir, tmp_path, monkeypatch):
-    from recsim_personas.recommenders.recbole_policy import train_recbole
+    from recsim_personas.recommenders.recbole_train import train_recbole
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()

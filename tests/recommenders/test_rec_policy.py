@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 
 import numpy as np
 import pytest
@@ -18,15 +19,12 @@ from reckit import (  # noqa: F401  (fixtures)
 )
 
 from recsim_personas.envs import Population
-from recsim_personas.errors import ArtifactError, ConfigError, RecsimPersonasError
+from recsim_personas.errors import ArtifactError, ConfigError, PolicyError, RecsimPersonasError
 from recsim_personas.recommenders import Policy
-from recsim_personas.recommenders.recbole_policy import (
-    RecBoleConfig,
-    RecBolePolicy,
-    resolve_model,
-    top_k_unseen,
-    train_recbole,
-)
+from recsim_personas.recommenders.policies import SeenAwarePolicy, top_k_unseen
+from recsim_personas.recommenders.recbole_config import RecBoleConfig, resolve_model
+from recsim_personas.recommenders.recbole_policy import RecBolePolicy, read_model_manifest
+from recsim_personas.recommenders.recbole_train import train_recbole
 
 
 def _obs(world, users=None, history_len=10):
@@ -142,12 +140,12 @@ def test_save_and_load_round_trip_and_refuse_other_splits(trained, rec_world, re
         obs = _obs(rec_world)
         np.testing.assert_array_equal(loaded.act_batch(obs), policy.act_batch(obs))
         np.testing.assert_allclose(loaded.score_batch(obs), policy.score_batch(obs), rtol=1e-6)
-    with pytest.raises(ArtifactError, match=r"was trained on split [0-9a-f]{12}, not on the split at"):
+    with pytest.raises(ArtifactError, match=r"was made from another split \([0-9a-f]{12}…, not [0-9a-f]{12}…\)"):
         RecBolePolicy.load(tmp_path / "Pop", other_split_dir)
     (tmp_path / "Pop" / "model.pth").write_bytes(b"tampered")
-    with pytest.raises(ArtifactError, match=r"does not match manifest\.json"):
+    with pytest.raises(ArtifactError, match=r"model\.pth does not match its manifest"):
         RecBolePolicy.load(tmp_path / "Pop", rec_split_dir)
-    with pytest.raises(ArtifactError, match=r"manifest\.json is missing"):
+    with pytest.raises(ArtifactError, match=r"not a saved RecBole policy \(it holds no manifest\.json"):
         RecBolePolicy.load(tmp_path, rec_split_dir)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
@@ -162,7 +160,7 @@ def test_training_logs_progress_and_leaves_global_random_state_alone(rec_split_d
     torch.manual_seed(123)
     states = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state().clone()
     threads = torch.get_num_threads()
-    with caplog.at_level(logging.INFO, logger="recsim_personas.recommenders.recbole_policy"):
+    with caplog.at_level(logging.INFO, logger="recsim_personas.recommenders.recbole_train"):
         policy = train_recbole(rec_split_dir, RecBoleConfig(model="BPR", epochs=2, embedding_size=8), progress=False)
     assert "BPR epoch 1/2: loss" in caplog.text and "BPR epoch 2/2: loss" in caplog.text
     assert policy.train_seconds is not None and policy.train_seconds > 0
@@ -176,5 +174,147 @@ def test_training_logs_progress_and_leaves_global_random_state_alone(rec_split_d
 
 
 def test_a_model_that_needs_features_is_refused_clearly(rec_split_dir):
-    with pytest.raises(ConfigError, match="could not build"):
+    with pytest.raises(ConfigError, match=r"FDSA needs item feature fields.*Fix: pick an interaction-only model"):
         train_recbole(rec_split_dir, RecBoleConfig(model="FDSA", epochs=1), progress=False)
+    with pytest.raises(ConfigError, match="KSR needs a knowledge graph"):
+        resolve_model("ksr")
+
+
+@pytest.mark.parametrize("model", ["NeuMF", "FPMC", "HRM", "SASRecCPR"])
+def test_models_without_full_sort_or_with_a_pairwise_loss_or_reading_the_user_train_and_serve(
+    rec_split_dir, rec_world, model
+):
+    """NeuMF has no full_sort_predict (scored through predict), FPMC trains only with the BPR loss on sampled
+    negatives, HRM (like FPMC) reads the user id of a sequential observation, SASRecCPR reads a target item
+    while scoring."""
+    params = {"reranker_CAN_NUM": 20} if model == "SASRecCPR" else {}  # RecBole's 100 > the tiny split's items
+    config = RecBoleConfig(model=model, epochs=1, embedding_size=8, max_seq_len=10, params=params)
+    policy = train_recbole(rec_split_dir, config, slate_size=5, progress=False)
+    obs = _obs(rec_world)
+    slates = policy.act_batch(obs)
+    assert slates.shape == (rec_world.n_users, 5)
+    assert not obs["seen"][np.arange(len(slates))[:, None], slates].any()
+    if model == "NeuMF":  # the scores are the model's predict() of each (user, item) pair
+        ds = policy.dataset
+        users = ds.token2id(ds.uid_field, [str(u) for u in rec_world.user_ids[:3]])
+        j = int(np.flatnonzero(policy._known)[4])
+        items = torch.full((3,), int(policy._rb_item[j]))
+        from recbole.data.interaction import Interaction
+
+        with torch.no_grad():
+            expect = policy.model.predict(Interaction({ds.uid_field: torch.as_tensor(users), ds.iid_field: items}))
+        np.testing.assert_allclose(policy.score_batch(_obs(rec_world, [0, 1, 2]))[:, j], expect.numpy(), rtol=1e-5)
+    if model == "FPMC":
+        assert policy.model.loss_type == "BPR"
+
+
+def test_without_epochs_training_stops_early_on_the_validation_slice_and_keeps_the_best_epoch(
+    rec_split_dir, caplog, monkeypatch
+):
+    from recbole.trainer import Trainer
+
+    from recsim_personas.data.protocol import Split
+
+    # RecBole's trainer validates after every epoch; the scores are scripted (best after epoch 2, then worse)
+    # and the weights recorded at each validation
+    scores, weights, slices = iter([0.1, 0.3, 0.2, 0.2, 0.1, 0.5]), [], []
+
+    def valid_epoch(self, valid_data, show_progress=False):
+        weights.append(self.model.user_embedding.weight.detach().clone())
+        slices.append(valid_data.dataset.inter_feat)
+        score = next(scores)
+        return score, {"ndcg@10": score}
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", valid_epoch)
+    config = RecBoleConfig(model="BPR", max_epochs=10, stopping_step=2, learning_rate=0.05, embedding_size=8)
+    assert config.epochs is None and config.recbole_params("d", "c", False)["epochs"] == 10
+    with caplog.at_level(logging.INFO, logger="recsim_personas.recommenders.recbole_train"):
+        policy = train_recbole(rec_split_dir, config, slate_size=5, progress=False)
+    # epoch 2 is best; epochs 3, 4 and 5 are not better, so the trainer stops after epoch 5 of at most 10
+    assert len(weights) == 5 and "BPR epoch 5/10: loss" in caplog.text and "epoch 6/10" not in caplog.text
+    assert "BPR: kept epoch 2 (validation NDCG@10 0.3000)" in caplog.text
+    assert torch.equal(policy.model.user_embedding.weight, weights[1])
+    assert not torch.equal(policy.model.user_embedding.weight, weights[-1])
+    assert re.search(r"BPR: expected training time at most [\d.]+ s \(first epoch [\d.]+ s x 10 epochs\)", caplog.text)
+    # the validation slice: each sampled user's latest tenth of train ratings (ceil), never the test part
+    split = Split.load(rec_split_dir)
+    ds = policy.dataset
+    users = ds.id2token(ds.uid_field, slices[0][ds.uid_field].numpy()).astype(int)
+    items = ds.id2token(ds.iid_field, slices[0][ds.iid_field].numpy()).astype(int)
+    assert len(users) == sum(int(np.ceil(0.1 * n)) for n in split.train.groupby("user_id").size())
+    assert set(users) == set(split.user_ids.tolist())
+    assert set(zip(users, items, strict=True)).isdisjoint(zip(split.test.user_id, split.test.item_id, strict=True))
+
+
+def test_fixed_epochs_train_exactly_that_many_and_never_validate(rec_split_dir, caplog, monkeypatch):
+    from recbole.trainer import Trainer
+
+    validated = []
+    monkeypatch.setattr(Trainer, "_valid_epoch", lambda self, *a, **k: validated.append(1))
+    with caplog.at_level(logging.INFO, logger="recsim_personas.recommenders.recbole_train"):
+        train_recbole(rec_split_dir, RecBoleConfig(model="BPR", epochs=3, embedding_size=8), progress=False)
+    assert "BPR epoch 3/3: loss" in caplog.text and "epoch 4/3" not in caplog.text
+    assert re.search(r"BPR: expected training time [\d.]+ s \(first epoch [\d.]+ s x 3 epochs\)", caplog.text)
+    assert validated == []
+
+
+def test_recbole_failures_are_policy_errors_naming_the_model_and_the_fix(
+    rec_split_dir, trained, rec_world, monkeypatch
+):
+    from recbole.model.general_recommender.bpr import BPR
+
+    def broken(self, interaction):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(BPR, "calculate_loss", broken)
+    with pytest.raises(PolicyError, match=r"recbole:BPR failed while training: RuntimeError: out of memory\. Fix:"):
+        train_recbole(rec_split_dir, RecBoleConfig(model="BPR", epochs=1, embedding_size=8), progress=False)
+    monkeypatch.setattr(BPR, "full_sort_predict", broken)
+    with pytest.raises(PolicyError, match=r"recbole:BPR failed while scoring items: RuntimeError: out of memory"):
+        trained["BPR"].act_batch(_obs(rec_world))
+
+
+def test_the_seen_mask_is_checked_as_in_every_policy(trained, rec_world):
+    policy = trained["BPR"]
+    assert isinstance(policy, SeenAwarePolicy)
+    with pytest.raises(
+        ConfigError, match=rf"recbole:BPR policy: obs\['seen'\] must have shape \(N, {rec_world.n_items}\)"
+    ):
+        policy.act_batch({**_obs(rec_world), "seen": np.zeros((2, 3))})
+    with pytest.raises(ConfigError, match="recbole:BPR policy: the observation has no 'seen' mask"):
+        policy.act_batch({"user_index": np.arange(2)})
+
+
+def test_models_saved_in_format_version_1_still_load_and_damaged_manifests_are_refused(
+    trained, rec_world, rec_split_dir, tmp_path
+):
+    path = trained["Pop"].save(tmp_path / "Pop")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format"] == "recsim-personas/recbole-policy" and manifest["format_version"] == 2
+    assert set(manifest["versions"]) >= {"recbole", "torch", "scipy", "numpy", "recsim_personas"}
+    # what version 1 wrote: no created_at, a config without the early-stopping fields
+    old = {k: v for k, v in manifest.items() if k != "created_at"}
+    old["format_version"] = 1
+    old["config"] = {
+        k: v for k, v in manifest["config"].items() if k not in ("max_epochs", "stopping_step", "valid_share")
+    }
+    (path / "manifest.json").write_text(json.dumps(old))
+    assert read_model_manifest(path)["config"] == trained["Pop"].config.to_dict()  # normalised on read
+    loaded = RecBolePolicy.load(path, rec_split_dir, slate_size=5)
+    np.testing.assert_array_equal(loaded.act_batch(_obs(rec_world)), trained["Pop"].act_batch(_obs(rec_world)))
+    (path / "manifest.json").write_text('{"format": "recsim-personas/recbole-policy", ')
+    with pytest.raises(ArtifactError, match=r"manifest is damaged \(.* at line 1\)\. Fix:"):
+        RecBolePolicy.load(path, rec_split_dir)
+    (path / "manifest.json").write_text(json.dumps({**old, "config": {"model": "Pop", "epochz": 1}}))
+    with pytest.raises(ArtifactError, match=r"RecBole configuration is not readable here .*'epochz'"):
+        RecBolePolicy.load(path, rec_split_dir)
+    (path / "manifest.json").write_text(json.dumps({**old, "format_version": 3}))
+    with pytest.raises(ArtifactError, match="format_version 3 is not supported"):
+        RecBolePolicy.load(path, rec_split_dir)
+
+
+def test_a_pretraining_model_trains_the_epochs_it_is_given(rec_split_dir, caplog):
+    # RaCT's trainer runs RecBole's pretrain_epochs (150 by default), not epochs
+    with caplog.at_level(logging.INFO, logger="recsim_personas.recommenders.recbole_train"):
+        train_recbole(rec_split_dir, RecBoleConfig(model="RaCT", epochs=2, embedding_size=8), progress=False)
+    assert "RaCT epoch 2/2: loss" in caplog.text and "RaCT epoch 3/" not in caplog.text
