@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from recsim_personas.agents.fidelity import (
     FidelityReport,
     FidelityRow,
+    HeldOutRatings,
     predict_distributions,
     save_report_files,
     score_distributions,
 )
-from recsim_personas.agents.rater import Rater, rating_histogram
+from recsim_personas.agents.rater import Rater
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,21 +74,22 @@ class ReportEntry:
 
 
 @dataclass
-class AgentFidelityReport:
-    """Fidelity of agents and classical raters on the same test ratings."""
+class AgentFidelityReport(HeldOutRatings):
+    """Fidelity of agents and classical raters on the same test ratings.
 
-    split_id: str | None
-    n_test: int
-    real_histogram: list[float]
-    personas: dict[str, int]
+    Attributes:
+        personas: test ratings per persona cluster (key: cluster id as a string).
+        entries: one :class:`ReportEntry` per rater, in report order.
+        notes: further lines of the markdown.
+    """
+
+    personas: dict[str, int] = field(default_factory=dict)
     entries: list[ReportEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "split_id": self.split_id,
-            "n_test": self.n_test,
-            "real_histogram": self.real_histogram,
+            **super().to_dict(),
             "personas": self.personas,
             "entries": [e.to_dict() for e in self.entries],
             "notes": self.notes,
@@ -120,10 +122,9 @@ class AgentFidelityReport:
                     r = e.per_persona.get(c)
                     cells.append("" if r is None else f"{r.rmse_expected:.3f} / {r.mae_expected:.3f}")
                 lines.append(f"| {e.label} | " + " | ".join(cells) + " |")
-        real = ", ".join(f"{k + 1}: {p:.3f}" for k, p in enumerate(self.real_histogram))
         lines += [
             "",
-            f"{self.n_test} test ratings; real rating shares {real}. RMSE and MAE score the expected rating;"
+            f"{self.summary()} RMSE and MAE score the expected rating;"
             " MAE (median) scores the median of the same distribution, the point that minimises absolute error.",
         ]
         for e in self.entries:
@@ -181,6 +182,6 @@ def new_report(test: pd.DataFrame, persona_of: dict[int, int] | None, split_id: 
     return AgentFidelityReport(
         split_id=split_id,
         n_test=len(test),
-        real_histogram=[float(x) for x in rating_histogram(test["rating"].to_numpy())],
+        real_histogram=HeldOutRatings.histogram_of(test),
         personas=sizes,
     )

@@ -72,21 +72,45 @@ class FidelityRow:
 
 
 @dataclass
-class FidelityReport:
-    """Fidelity of several raters on one split."""
+class HeldOutRatings:
+    """The real ratings a fidelity report scores against (the base of the classical and the agents' reports).
+
+    Attributes:
+        split_id: the split they come from, if known.
+        n_test: how many test ratings.
+        real_histogram: the share of each rating 1..5 among them.
+    """
 
     split_id: str | None
     n_test: int
     real_histogram: list[float]
+
+    @staticmethod
+    def histogram_of(test: pd.DataFrame) -> list[float]:
+        """The real rating histogram of ``test`` (shares of 1..5)."""
+        return [float(x) for x in rating_histogram(test["rating"].to_numpy())]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split_id": self.split_id, "n_test": self.n_test, "real_histogram": self.real_histogram}
+
+    def summary(self) -> str:
+        """``"<n> test ratings; real rating shares 1: ..., 5: ...."``"""
+        real = ", ".join(f"{k + 1}: {p:.3f}" for k, p in enumerate(self.real_histogram))
+        return f"{self.n_test} test ratings; real rating shares {real}."
+
+
+@dataclass
+class FidelityReport(HeldOutRatings):
+    """Fidelity of several raters on one split.
+
+    Attributes:
+        rows: one :class:`FidelityRow` per rater, in report order.
+    """
+
     rows: list[FidelityRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "split_id": self.split_id,
-            "n_test": self.n_test,
-            "real_histogram": self.real_histogram,
-            "raters": [asdict(r) for r in self.rows],
-        }
+        return {**super().to_dict(), "raters": [asdict(r) for r in self.rows]}
 
     def to_markdown(self) -> str:
         head = "| rater | RMSE (mean) | MAE (mean) | RMSE (mode) | MAE (mode) | MAE (median) | W1 | W1 per user | NLL |"
@@ -96,8 +120,7 @@ class FidelityReport:
                 f"| {r.rater} | {r.rmse_expected:.4f} | {r.mae_expected:.4f} | {r.rmse_mode:.4f} |"
                 f" {r.mae_mode:.4f} | {r.mae_median:.4f} | {r.w1:.4f} | {r.w1_user:.4f} | {r.nll:.4f} |"
             )
-        real = ", ".join(f"{k + 1}: {p:.3f}" for k, p in enumerate(self.real_histogram))
-        lines += ["", f"{self.n_test} test ratings; real rating shares {real}."]
+        lines += ["", self.summary()]
         return "\n".join(lines)
 
     def save(self, out_dir: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:
@@ -252,7 +275,7 @@ def evaluate_fidelity(
     report = FidelityReport(
         split_id=split_id,
         n_test=len(test),
-        real_histogram=[float(x) for x in rating_histogram(test["rating"].to_numpy())],
+        real_histogram=HeldOutRatings.histogram_of(test),
     )
     bar = tqdm(raters, desc="raters", unit="rater", disable=not progress)
     for rater in bar:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from recsim_personas.recommenders.simulated import SIM_METRICS
 
 if TYPE_CHECKING:
-    from recsim_personas.recommenders.gap_report import GapReport
+    from recsim_personas.recommenders.gap_report import GapReport, PolicyResult
 
 SIM_LABELS = {
     "mean_rating": "mean rating",
@@ -65,41 +65,38 @@ def render_markdown(report: GapReport) -> str:
     return "\n".join(lines)
 
 
+def _table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A markdown table: the header, the separator and one line per row of cells."""
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return out + ["| " + " | ".join(cells) + " |" for cells in rows]
+
+
 def _offline(report: GapReport, k: int) -> list[str]:
-    lines = [
-        f"## Offline (held-out test part, full ranking, history excluded, k = {k})",
-        "",
-        f"| policy | Recall@{k} | NDCG@{k} | MRR@{k} | RecBole's evaluator (R / N / M) | train s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in report.results:
+    def row(r: PolicyResult) -> list[str]:
         rb = "–"
         if r.recbole:
             rb = " / ".join(f"{r.recbole.get(f'{m}@{k}', float('nan')):.4f}" for m in ("recall", "ndcg", "mrr"))
         ts = "–" if r.train_seconds is None else f"{r.train_seconds:.0f}"
-        lines.append(
-            f"| {r.name} | {r.offline['recall']:.4f} | {r.offline['ndcg']:.4f} | {r.offline['mrr']:.4f} | {rb} | {ts} |"
-        )
-    return lines
+        return [r.name, *(f"{r.offline[m]:.4f}" for m in ("recall", "ndcg", "mrr")), rb, ts]
+
+    columns = ["policy", f"Recall@{k}", f"NDCG@{k}", f"MRR@{k}", "RecBole's evaluator (R / N / M)", "train s"]
+    head = [f"## Offline (held-out test part, full ranking, history excluded, k = {k})", ""]
+    return head + _table(columns, map(row, report.results))
 
 
 def _simulated(report: GapReport) -> list[str]:
-    lines = [
-        "",
-        "## Simulated (mean over seeds [95% CI])",
-        "",
-        "| policy | " + " | ".join(SIM_LABELS[m] for m in SIM_METRICS) + " |",
-        "|---|" + "---|" * len(SIM_METRICS),
-    ]
-    for r in report.results:
-        cells = [_ci(r.simulated[m], 1 if m in ("likes_per_user", "shown_popularity") else 3) for m in SIM_METRICS]
-        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
-    return lines
+    def row(r: PolicyResult) -> list[str]:
+        digits = {m: 1 if m in ("likes_per_user", "shown_popularity") else 3 for m in SIM_METRICS}
+        return [r.name, *(_ci(r.simulated[m], digits[m]) for m in SIM_METRICS)]
+
+    columns = ["policy", *(SIM_LABELS[m] for m in SIM_METRICS)]
+    return ["", "## Simulated (mean over seeds [95% CI])", "", *_table(columns, map(row, report.results))]
 
 
 def _rankings(report: GapReport, k: int) -> list[str]:
     tau = report.kendall()
-    lines = [
+    rows = ([SIM_LABELS[m], num(tau[m]["tau"], 3), num(tau[m]["p_value"], 3)] for m in SIM_METRICS)
+    return [
         "",
         "## Rankings",
         "",
@@ -108,28 +105,31 @@ def _rankings(report: GapReport, k: int) -> list[str]:
         "",
         f"Kendall τ between offline NDCG@{k} and each simulated metric:",
         "",
-        "| simulated metric | τ | p |",
-        "|---|---|---|",
+        *_table(["simulated metric", "τ", "p"], rows),
     ]
-    for m in SIM_METRICS:
-        lines.append(f"| {SIM_LABELS[m]} | {num(tau[m]['tau'], 3)} | {num(tau[m]['p_value'], 3)} |")
-    return lines
 
 
 def _deltas(report: GapReport) -> list[str]:
-    lines = [
-        "",
-        "## Per-model deltas",
-        "",
-        "| policy | offline rank | simulated rank | shift | offline lift vs random | simulated lift vs random |",
-        "|---|---|---|---|---|---|",
+    rows = (
+        [
+            d["policy"],
+            str(d["offline_rank"]),
+            str(d["simulated_rank"]),
+            f"{d['rank_shift']:+d}",
+            num(d.get("offline_lift"), 2, "x"),
+            num(d.get("simulated_lift"), 2, "x"),
+        ]
+        for d in report.deltas()
+    )
+    columns = [
+        "policy",
+        "offline rank",
+        "simulated rank",
+        "shift",
+        "offline lift vs random",
+        "simulated lift vs random",
     ]
-    for d in report.deltas():
-        lines.append(
-            f"| {d['policy']} | {d['offline_rank']} | {d['simulated_rank']} | {d['rank_shift']:+d} |"
-            f" {num(d.get('offline_lift'), 2, 'x')} | {num(d.get('simulated_lift'), 2, 'x')} |"
-        )
-    return lines
+    return ["", "## Per-model deltas", "", *_table(columns, rows)]
 
 
 def _fidelity(report: GapReport) -> list[str]:
@@ -155,31 +155,34 @@ def _fidelity(report: GapReport) -> list[str]:
             f" in the test part: simulated mean {wt['sim_mean']:.3f} vs real {wt['real_mean']:.3f}, MAE"
             f" {wt['mae']:.3f}, exact {wt['exact']:.1%}, like agreement {wt['like_agreement']:.1%}."
         )
-        lines += [
-            "",
-            "| policy | watches per seed | share of watches the real user rated in test | their sim / real mean |"
-            " liked watches of movies never rated |",
-            "|---|---|---|---|---|",
+        columns = [
+            "policy",
+            "watches per seed",
+            "share of watches the real user rated in test",
+            "their sim / real mean",
+            "liked watches of movies never rated",
         ]
-        for r in report.results:
-            w = r.watched_test
-            never = w.get("liked_never_rated_share")
-            never_pct = None if never is None else 100 * never
-            lines.append(
-                f"| {r.name} | {w['watches_per_seed']:.0f} | {w['test_share']:.1%} |"
-                f" {num(w.get('sim_mean'), 2)} / {num(w.get('real_mean'), 2)} | {num(never_pct, 1, '%')} |"
-            )
+        lines += ["", *_table(columns, map(_watched_row, report.results))]
     return lines
+
+
+def _watched_row(r: PolicyResult) -> list[str]:
+    w = r.watched_test
+    never = w.get("liked_never_rated_share")
+    return [
+        r.name,
+        f"{w['watches_per_seed']:.0f}",
+        f"{w['test_share']:.1%}",
+        f"{num(w.get('sim_mean'), 2)} / {num(w.get('real_mean'), 2)}",
+        num(None if never is None else 100 * never, 1, "%"),
+    ]
 
 
 def _failures(report: GapReport) -> list[str]:
     if not report.failures:
         return []
-    lines = ["", "## Failed policies", "", "| policy | while | error | message |", "|---|---|---|---|"]
-    for f in report.failures:
-        message = " ".join(f.message.split()).replace("|", "\\|")
-        lines.append(f"| {f.name} | {f.stage} | {f.error} | {message} |")
-    return lines
+    rows = ([f.name, f.stage, f.error, " ".join(f.message.split()).replace("|", "\\|")] for f in report.failures)
+    return ["", "## Failed policies", "", *_table(["policy", "while", "error", "message"], rows)]
 
 
 def _configs(report: GapReport) -> list[str]:

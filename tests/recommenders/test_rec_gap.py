@@ -371,3 +371,27 @@ def test_registering_the_benchmark_imports_nothing_heavy():
     assert recommenders.evaluate_policy.__module__ == "recsim_personas.recommenders.simulated"
     with pytest.raises(AttributeError):
         recommenders.no_such_name  # noqa: B018
+
+
+def test_a_report_where_every_policy_failed_still_saves(tmp_path):
+    rep = _report([], failures=[FAILURE])
+    paths = rep.save(tmp_path / "failed")
+    saved = json.loads(paths["json"].read_text())
+    assert saved["results"] == [] and saved["offline_ranking"] == [] and saved["failed"][0]["name"] == "recbole:BPR"
+    assert saved["reading"][0] == "0 policies finished (none): there is no ranking to compare."
+    assert "## Failed policies" in paths["markdown"].read_text()
+
+
+def test_gap_config_is_validated_and_round_trips():
+    assert GapConfig.from_dict(CONFIG.to_dict()) == CONFIG
+    assert GapConfig(policies="random, pop", seeds=[2, 0]).policies == ("random", "pop")
+    session = GapConfig(policies=("pop",), session={"max_pages": 3}).session
+    assert isinstance(session, SessionConfig) and session.max_pages == 3
+    with pytest.raises(ConfigError, match="k must be at most slate_size = 10"):
+        GapConfig(policies=("pop",), k=20)
+    with pytest.raises(ConfigError, match=r"seeds must be distinct non-negative integers, got \(0, -1\)"):
+        GapConfig(policies=("pop",), seeds=(0, -1))
+    with pytest.raises(ConfigError, match="days must be a positive integer, got 0"):
+        GapConfig(policies=("pop",), days=0)
+    with pytest.raises(ConfigError, match="unknown GapConfig field 'day'"):
+        GapConfig.from_dict({"day": 3})
