@@ -18,14 +18,20 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+from recsim_personas.agents.fidelity import (
+    FidelityReport,
+    FidelityRow,
+    HeldOutRatings,
+    predict_distributions,
+    save_report_files,
+    score_distributions,
+)
+from recsim_personas.agents.rater import Rater
 
-from recsim_personas._io import atomic_write_text, write_json
-from recsim_personas.agents.fidelity import FidelityReport, FidelityRow, score_distributions
-from recsim_personas.agents.rater import Rater, check_distribution, rating_histogram
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -68,21 +74,22 @@ class ReportEntry:
 
 
 @dataclass
-class AgentFidelityReport:
-    """Fidelity of agents and classical raters on the same test ratings."""
+class AgentFidelityReport(HeldOutRatings):
+    """Fidelity of agents and classical raters on the same test ratings.
 
-    split_id: str | None
-    n_test: int
-    real_histogram: list[float]
-    personas: dict[str, int]
+    Attributes:
+        personas: test ratings per persona cluster (key: cluster id as a string).
+        entries: one :class:`ReportEntry` per rater, in report order.
+        notes: further lines of the markdown.
+    """
+
+    personas: dict[str, int] = field(default_factory=dict)
     entries: list[ReportEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "split_id": self.split_id,
-            "n_test": self.n_test,
-            "real_histogram": self.real_histogram,
+            **super().to_dict(),
             "personas": self.personas,
             "entries": [e.to_dict() for e in self.entries],
             "notes": self.notes,
@@ -115,10 +122,9 @@ class AgentFidelityReport:
                     r = e.per_persona.get(c)
                     cells.append("" if r is None else f"{r.rmse_expected:.3f} / {r.mae_expected:.3f}")
                 lines.append(f"| {e.label} | " + " | ".join(cells) + " |")
-        real = ", ".join(f"{k + 1}: {p:.3f}" for k, p in enumerate(self.real_histogram))
         lines += [
             "",
-            f"{self.n_test} test ratings; real rating shares {real}. RMSE and MAE score the expected rating;"
+            f"{self.summary()} RMSE and MAE score the expected rating;"
             " MAE (median) scores the median of the same distribution, the point that minimises absolute error.",
         ]
         for e in self.entries:
@@ -129,29 +135,15 @@ class AgentFidelityReport:
 
     def save(self, out_dir: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:
         """Write ``agents_fidelity.md``, ``.json`` and (``plot``) ``.png`` into ``out_dir``."""
-        out = Path(out_dir)
-        paths = {"md": out / "agents_fidelity.md", "json": out / "agents_fidelity.json"}
-        atomic_write_text(paths["md"], "# Persona-agent fidelity\n\n" + self.to_markdown() + "\n")
-        write_json(paths["json"], self.to_dict())
-        if plot:
-            paths["png"] = out / "agents_fidelity.png"
-            hist = FidelityReport(self.split_id, self.n_test, self.real_histogram, [e.overall for e in self.entries])
-            hist.plot(paths["png"])
-        return paths
-
-
-def predict_all(rater: Rater, test: pd.DataFrame, *, batch_size: int = 256, progress: bool = False) -> np.ndarray:
-    """Distributions (len(test), 5) of ``rater`` on ``test``, in batches (progress bar on stderr)."""
-    from tqdm.auto import tqdm
-
-    users = test["user_id"].to_numpy(dtype=np.int64)
-    items = test["item_id"].to_numpy(dtype=np.int64)
-    parts = []
-    steps = range(0, len(users), batch_size)
-    for lo in tqdm(steps, desc=rater.name, unit="batch", disable=not progress, leave=False):
-        hi = min(lo + batch_size, len(users))
-        parts.append(check_distribution(rater.predict(users[lo:hi], items[lo:hi]), hi - lo, source=rater.name))
-    return np.concatenate(parts) if parts else np.zeros((0, 5))
+        hist = FidelityReport(self.split_id, self.n_test, self.real_histogram, [e.overall for e in self.entries])
+        return save_report_files(
+            out_dir,
+            "agents_fidelity",
+            "# Persona-agent fidelity",
+            self.to_markdown(),
+            self.to_dict(),
+            hist.plot if plot else None,
+        )
 
 
 def score_entry(
@@ -169,7 +161,7 @@ def score_entry(
 ) -> ReportEntry:
     """Predict ``test`` with ``rater`` once and score it overall and per persona cluster."""
     start = time.perf_counter()
-    dist = predict_all(rater, test, batch_size=batch_size, progress=progress)
+    dist = predict_distributions(rater, test, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - start
     overall = score_distributions(rater.name, dist, test, seconds)
     per: dict[str, FidelityRow] = {}
@@ -190,6 +182,6 @@ def new_report(test: pd.DataFrame, persona_of: dict[int, int] | None, split_id: 
     return AgentFidelityReport(
         split_id=split_id,
         n_test=len(test),
-        real_histogram=[float(x) for x in rating_histogram(test["rating"].to_numpy())],
+        real_histogram=HeldOutRatings.histogram_of(test),
         personas=sizes,
     )

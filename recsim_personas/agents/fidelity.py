@@ -14,6 +14,14 @@ For each rater, over the test ratings of a split:
 - ``nll``: mean negative log-likelihood of the real ratings under the predicted distributions.
 
 Reports are written as markdown, JSON and a PNG of the histograms.
+
+This module is the one fidelity scorer of the package: :func:`predict_distributions` asks a rater for the
+test ratings in batches, :func:`score_distributions` scores distributions (the figures above) and
+:func:`rating_agreement` scores point ratings (a sampled or a simulated rating against the real one). The
+classical raters' report (:class:`FidelityReport`), the persona agents' report
+(:mod:`~recsim_personas.agents.agent_report`) and the gap report's check of the simulator
+(:mod:`~recsim_personas.recommenders.gap_fidelity`) all score with them; :func:`save_report_files` writes a
+report's markdown, JSON and PNG.
 """
 
 from __future__ import annotations
@@ -21,12 +29,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from recsim_personas._io import atomic_path, atomic_write_text, write_json
 from recsim_personas.agents.rater import (
@@ -38,6 +46,9 @@ from recsim_personas.agents.rater import (
     most_likely_rating,
     rating_histogram,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +72,45 @@ class FidelityRow:
 
 
 @dataclass
-class FidelityReport:
-    """Fidelity of several raters on one split."""
+class HeldOutRatings:
+    """The real ratings a fidelity report scores against (the base of the classical and the agents' reports).
+
+    Attributes:
+        split_id: the split they come from, if known.
+        n_test: how many test ratings.
+        real_histogram: the share of each rating 1..5 among them.
+    """
 
     split_id: str | None
     n_test: int
     real_histogram: list[float]
+
+    @staticmethod
+    def histogram_of(test: pd.DataFrame) -> list[float]:
+        """The real rating histogram of ``test`` (shares of 1..5)."""
+        return [float(x) for x in rating_histogram(test["rating"].to_numpy())]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split_id": self.split_id, "n_test": self.n_test, "real_histogram": self.real_histogram}
+
+    def summary(self) -> str:
+        """``"<n> test ratings; real rating shares 1: ..., 5: ...."``"""
+        real = ", ".join(f"{k + 1}: {p:.3f}" for k, p in enumerate(self.real_histogram))
+        return f"{self.n_test} test ratings; real rating shares {real}."
+
+
+@dataclass
+class FidelityReport(HeldOutRatings):
+    """Fidelity of several raters on one split.
+
+    Attributes:
+        rows: one :class:`FidelityRow` per rater, in report order.
+    """
+
     rows: list[FidelityRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "split_id": self.split_id,
-            "n_test": self.n_test,
-            "real_histogram": self.real_histogram,
-            "raters": [asdict(r) for r in self.rows],
-        }
+        return {**super().to_dict(), "raters": [asdict(r) for r in self.rows]}
 
     def to_markdown(self) -> str:
         head = "| rater | RMSE (mean) | MAE (mean) | RMSE (mode) | MAE (mode) | MAE (median) | W1 | W1 per user | NLL |"
@@ -85,20 +120,14 @@ class FidelityReport:
                 f"| {r.rater} | {r.rmse_expected:.4f} | {r.mae_expected:.4f} | {r.rmse_mode:.4f} |"
                 f" {r.mae_mode:.4f} | {r.mae_median:.4f} | {r.w1:.4f} | {r.w1_user:.4f} | {r.nll:.4f} |"
             )
-        real = ", ".join(f"{k + 1}: {p:.3f}" for k, p in enumerate(self.real_histogram))
-        lines += ["", f"{self.n_test} test ratings; real rating shares {real}."]
+        lines += ["", self.summary()]
         return "\n".join(lines)
 
     def save(self, out_dir: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:
         """Write ``fidelity.md``, ``fidelity.json`` and (``plot=True``) ``fidelity.png`` into ``out_dir``."""
-        out = Path(out_dir)
-        paths = {"md": out / "fidelity.md", "json": out / "fidelity.json"}
-        atomic_write_text(paths["md"], "# Rater fidelity\n\n" + self.to_markdown() + "\n")
-        write_json(paths["json"], self.to_dict())
-        if plot:
-            paths["png"] = out / "fidelity.png"
-            self.plot(paths["png"])
-        return paths
+        return save_report_files(
+            out_dir, "fidelity", "# Rater fidelity", self.to_markdown(), self.to_dict(), self.plot if plot else None
+        )
 
     def plot(self, path: str | os.PathLike[str]) -> None:
         """Bar chart of the real vs each rater's predicted rating histogram."""
@@ -131,16 +160,40 @@ def w1_distance(p: np.ndarray, q: np.ndarray) -> float:
     return float(wasserstein_distance(RATINGS, RATINGS, u_weights=p, v_weights=q))
 
 
-def evaluate_rater(rater: Rater, test: pd.DataFrame, *, batch_size: int = 4096) -> FidelityRow:
-    """Score one (already fitted) rater on ``test`` (``user_id``, ``item_id``, ``rating``)."""
+def predict_distributions(
+    rater: Rater, test: pd.DataFrame, *, batch_size: int = 4096, progress: bool = False
+) -> np.ndarray:
+    """Rating distributions of ``rater`` for every (``user_id``, ``item_id``) row of ``test``, in batches.
+
+    Args:
+        rater: a fitted rater.
+        test: the requests, one per row.
+        batch_size: at most this many requests per ``predict`` call.
+        progress: a progress bar over the batches (on stderr).
+
+    Returns:
+        float64 (len(test), 5), checked (:func:`~recsim_personas.agents.rater.check_distribution`).
+
+    Raises:
+        RaterOutputError: the rater returned something that is not a batch of distributions.
+    """
+    from tqdm.auto import tqdm
+
     users = test["user_id"].to_numpy(dtype=np.int64)
     items = test["item_id"].to_numpy(dtype=np.int64)
-    start = time.perf_counter()
+    name = str(getattr(rater, "name", type(rater).__name__))
     parts = []
-    for lo in range(0, len(users), batch_size):
+    steps = range(0, len(users), batch_size)
+    for lo in tqdm(steps, desc=name, unit="batch", disable=not progress, leave=False):
         hi = min(lo + batch_size, len(users))
-        parts.append(check_distribution(rater.predict(users[lo:hi], items[lo:hi]), hi - lo, source=rater.name))
-    dist = np.concatenate(parts) if parts else np.zeros((0, 5))
+        parts.append(check_distribution(rater.predict(users[lo:hi], items[lo:hi]), hi - lo, source=name))
+    return np.concatenate(parts) if parts else np.zeros((0, 5))
+
+
+def evaluate_rater(rater: Rater, test: pd.DataFrame, *, batch_size: int = 4096) -> FidelityRow:
+    """Score one (already fitted) rater on ``test`` (``user_id``, ``item_id``, ``rating``)."""
+    start = time.perf_counter()
+    dist = predict_distributions(rater, test, batch_size=batch_size)
     return score_distributions(rater.name, dist, test, time.perf_counter() - start)
 
 
@@ -171,6 +224,34 @@ def score_distributions(name: str, dist: np.ndarray, test: pd.DataFrame, seconds
     )
 
 
+def rating_agreement(predicted: Any, real: Any, *, like_threshold: int = 4) -> dict[str, float | int]:
+    """How closely point ratings (a sampled or a simulated rating) match the real ones, pair by pair.
+
+    Args:
+        predicted: ratings 1..5, int (n,).
+        real: the real ratings of the same (user, item) pairs, int (n,).
+        like_threshold: ratings at or above it count as likes.
+
+    Returns:
+        ``n``; ``predicted_mean`` and ``real_mean``; ``mae``; ``exact``: the share of equal ratings;
+        ``like_agreement``: the share of pairs on the same side of ``like_threshold``. Without pairs, ``n`` only.
+    """
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    r = np.asarray(real, dtype=np.float64).reshape(-1)
+    if p.shape != r.shape:
+        raise ValueError(f"rating_agreement: {p.size} predicted ratings for {r.size} real ones.")
+    if not p.size:
+        return {"n": 0}
+    return {
+        "n": int(p.size),
+        "predicted_mean": float(p.mean()),
+        "real_mean": float(r.mean()),
+        "mae": float(np.abs(p - r).mean()),
+        "exact": float((p == r).mean()),
+        "like_agreement": float(((p >= like_threshold) == (r >= like_threshold)).mean()),
+    }
+
+
 def evaluate_fidelity(
     raters: list[Rater],
     test: pd.DataFrame,
@@ -194,7 +275,7 @@ def evaluate_fidelity(
     report = FidelityReport(
         split_id=split_id,
         n_test=len(test),
-        real_histogram=[float(x) for x in rating_histogram(test["rating"].to_numpy())],
+        real_histogram=HeldOutRatings.histogram_of(test),
     )
     bar = tqdm(raters, desc="raters", unit="rater", disable=not progress)
     for rater in bar:
@@ -204,3 +285,27 @@ def evaluate_fidelity(
         report.rows.append(evaluate_rater(rater, test))
         logger.info("%s: RMSE %.4f", rater.name, report.rows[-1].rmse_expected)
     return report
+
+
+def save_report_files(
+    out_dir: str | os.PathLike[str],
+    stem: str,
+    title: str,
+    markdown: str,
+    payload: Mapping[str, Any],
+    plot: Callable[[Path], Any] | None = None,
+) -> dict[str, Path]:
+    """Write a report as ``<stem>.md`` (``title``, then ``markdown``), ``<stem>.json`` and, given ``plot``
+    (called with the path), ``<stem>.png`` into ``out_dir``, each atomically.
+
+    Returns:
+        ``{"md": ..., "json": ...[, "png": ...]}``.
+    """
+    out = Path(out_dir)
+    paths = {"md": out / f"{stem}.md", "json": out / f"{stem}.json"}
+    atomic_write_text(paths["md"], f"{title}\n\n{markdown}\n")
+    write_json(paths["json"], payload)
+    if plot is not None:
+        paths["png"] = out / f"{stem}.png"
+        plot(paths["png"])
+    return paths

@@ -1,23 +1,31 @@
 """The ``recsim-personas benchmark`` subcommand: offline vs simulated metrics of several recommenders.
 
-Registered by :mod:`recsim_personas.cli` with :func:`register_benchmark`. Only ``argparse`` is imported at
-module level, so registering the subcommand keeps ``recsim-personas --help`` fast (no torch, pandas or
-RecBole); the handler imports them when it runs.
+Registered by :mod:`recsim_personas.cli` with :func:`register_benchmark`. The options are generated from
+:class:`~recsim_personas.recommenders.gap.GapConfig` and :class:`~recsim_personas.envs.session.SessionConfig`
+(their defaults are stated there only); registering imports neither torch, pandas nor RecBole, so
+``recsim-personas --help`` stays fast; the handler imports them when it runs.
+
+Exit status: 0 when every policy finished; 1 when the report was written but some policies failed (the report
+lists them with their errors; the others' figures are complete); 2 on bad input (nothing run).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from recsim_personas.cli._argtypes import positive_int, seeds_arg
+from recsim_personas.cli._options import add_config_options
+from recsim_personas.cli.simulate import add_session_options, session_config_from
 
-DEFAULT_POLICIES = "random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec"
+EXIT_POLICY_FAILED = 1
+"""Exit status when the report was written but at least one policy failed."""
 
 
 def register_benchmark(
     subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser
 ) -> argparse.ArgumentParser:
     """Add the ``benchmark`` subcommand to ``subparsers`` (``common_parent`` brings --json, -v, --no-progress)."""
+    from recsim_personas.recommenders.gap import GapConfig
+
     p = subparsers.add_parser(
         "benchmark",
         parents=[common_parent],
@@ -27,48 +35,48 @@ def register_benchmark(
         " days of the split's users per seed (mean rating, like rate, watch rate, pages per session, exit rate,"
         " users still returning, liked watches per user, with confidence intervals over seeds). Prints both"
         " rankings, Kendall tau, per-model deltas and a fidelity check of the simulator; --out writes gap.md,"
-        " gap.json, gap.png and the trained models (reused by later runs with the same settings).",
+        " gap.json, gap.png and the trained models (reused by later runs with the same settings). A policy that"
+        " fails is listed in the report and the others go on; the exit status is then 1.",
     )
     p.add_argument("--split", required=True, help="split directory (from `data prepare`)")
-    p.add_argument(
-        "--rater",
-        default="bias",
-        help="the simulated users' rater: bias (default), another classical rater, or agents:DIR (persona agents"
-        " from `agents train --out DIR`)",
-    )
-    p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default: {DEFAULT_POLICIES})")
-    p.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2), help="simulation seeds (default: 0,1,2)")
-    p.add_argument("--days", type=positive_int, default=30, help="simulated days per seed (default: 30)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs of every RecBole model")
-    p.add_argument("--slate-size", type=positive_int, default=10, help="items per page (default: 10)")
+    group = p.add_argument_group("the benchmark (GapConfig; defaults from the dataclass, see recommenders/gap.py)")
+    options = add_config_options(group, GapConfig, exclude=("k", "session"))
     p.add_argument("--out", default=None, help="directory for gap.md/.json/.png and models/ (trained RecBole models)")
-    p.set_defaults(func=cmd_benchmark)
+    add_session_options(p)
+    p.set_defaults(func=cmd_benchmark, gap_options=options)
     return p
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    """Run the gap benchmark and print the report (JSON with ``--json``)."""
+    """Run the gap benchmark and print the report (JSON with ``--json``); see the module docstring for the
+    exit status."""
+    import sys
     from pathlib import Path
 
     from recsim_personas.cli._output import emit_report
     from recsim_personas.errors import ConfigError
-    from recsim_personas.recommenders.gap import parse_policies, run_gap_benchmark
+    from recsim_personas.recommenders.gap import GapConfig, run_gap_benchmark
 
-    # --rater is resolved by the simulation factory (make_world): classical raters by name, agents:DIR loads the
-    # persona agents.
-    policies = parse_policies(args.policies)  # validates every name before any work
-    if args.slate_size < 10:
-        raise ConfigError(f"--slate-size must be at least 10 (the offline metrics are @10), got {args.slate_size}.")
+    slate_size = args.gap_options.given(args).get("slate_size")
+    if slate_size is not None and slate_size < GapConfig.k:
+        raise ConfigError(
+            f"--slate-size must be at least {GapConfig.k} (the offline metrics are @{GapConfig.k}), got {slate_size}."
+        )
+    # validates every policy name, the seeds and the session options before any work; --rater is resolved by the
+    # simulation factory (make_world): classical raters by name, agents:DIR loads the persona agents
+    config = args.gap_options.build(args, session=session_config_from(args))
     report = run_gap_benchmark(
         args.split,
-        policies,
-        rater=args.rater,
-        seeds=args.seeds,
-        days=args.days,
-        slate_size=args.slate_size,
-        epochs=args.epochs,
+        config,
         models_dir=Path(args.out) / "models" if args.out else None,
         progress=not args.no_progress,
     )
     emit_report(args, report)
+    if report.failures:
+        names = ", ".join(f"{f.name} ({f.error})" for f in report.failures)
+        sys.stderr.write(
+            f"error: {len(report.failures)} of {len(config.policies)} policies failed: {names}; the report lists"
+            " their errors and the other policies' figures.\n"
+        )
+        return EXIT_POLICY_FAILED
     return 0

@@ -9,7 +9,10 @@
   save/load).
 - :mod:`.offline` — :func:`evaluate_offline`: Recall/NDCG/MRR@k on the held-out test part.
 - :mod:`.simulated` — :func:`evaluate_policy`: simulated metrics over seeds with confidence intervals.
-- :mod:`.gap` — :func:`run_gap_benchmark` → :class:`GapReport` (markdown, JSON, PNG).
+- :mod:`.gap` — :class:`GapConfig`, :func:`run_gap_benchmark` → :class:`GapReport` (markdown, JSON, PNG);
+  the policies it builds (:mod:`.gap_policies`), the report (:mod:`.gap_report`), its computed reading
+  (:mod:`.gap_reading`), markdown (:mod:`.gap_markdown`) and plot (:mod:`.gap_plot`), the simulator check
+  (:mod:`.gap_fidelity`).
 
 Only the policies are imported eagerly (numpy); the rest loads on first attribute access, so importing this
 package does not import torch, pandas or RecBole.

@@ -14,8 +14,10 @@ figures against RecBole's own evaluator on the same split. Ties in a policy's sc
 (:class:`~recsim_personas.recommenders.recbole_policy.RecBolePolicy` breaks them by item index, RecBole's
 evaluator by ``torch.topk``), so only tie-free models can agree exactly.
 
-The policy is asked exactly as the simulation asks it (``policy.act_batch(obs)`` with the observations of
-a fresh population), so the offline and simulated figures come from the same code path.
+The policy is asked exactly as the simulation asks it (``policy.act_batch(obs)`` with the observation a
+fresh population would give, :func:`initial_observation`), so the offline and simulated figures come from the
+same code path. The observation is read from the :class:`~recsim_personas.envs.world.World` alone: no
+population, no rater session and no simulation state is built for it.
 """
 
 from __future__ import annotations
@@ -96,8 +98,6 @@ def evaluate_offline(policy: Any, world: World, test: pd.DataFrame, *, k: int = 
     Raises:
         ConfigError: ``slate_size < k``, or a policy returning out-of-range or history items.
     """
-    from recsim_personas.envs.model import Population
-
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}.")
     name = str(getattr(policy, "name", type(policy).__name__))
@@ -116,9 +116,8 @@ def evaluate_offline(policy: Any, world: World, test: pd.DataFrame, *, k: int = 
     evaluated = np.flatnonzero(positives.any(axis=1))
     if evaluated.size == 0:
         raise ConfigError("no user has a test rating; nothing to evaluate.")
-    population = Population(world, seed=0)  # no randomness is drawn: only the initial observations
     history_len = int(getattr(policy, "history_len", 20) or 20)
-    obs = population.observe(evaluated, history_len)
+    obs = initial_observation(world, evaluated, history_len)
     slates = np.asarray(policy.act_batch(obs))
     check_policy_slates(name, slates, obs["seen"], policy.slate_size, world.n_items)
     per_user = ranking_metrics(slates[:, :k], positives[evaluated])
@@ -132,13 +131,49 @@ def evaluate_offline(policy: Any, world: World, test: pd.DataFrame, *, k: int = 
     )
 
 
+def initial_observation(world: World, users: np.ndarray, history_len: int) -> dict[str, np.ndarray]:
+    """What a recommender sees of ``users`` before any simulated day: their train histories (the world's).
+
+    The same arrays as :meth:`~recsim_personas.envs.model.Population.observe` on a fresh population, read from
+    the immutable world without building one (nothing touches the rater).
+
+    Args:
+        world: the simulation world.
+        users: user indices, int (N,).
+        history_len: how many of the latest history entries to return.
+
+    Returns:
+        ``user_index`` int64 (N,); ``history_items`` int64 (N, history_len), the latest train items oldest first,
+        left-padded with -1; ``history_ratings`` int64 (N, history_len), padded with 0; ``traits`` float32 (N, 3);
+        ``seen`` int8 (N, n_items), 1 for the user's train items.
+    """
+    users = np.asarray(users, dtype=np.int64).reshape(-1)
+    items = np.full((len(users), history_len), -1, dtype=np.int64)
+    ratings = np.zeros((len(users), history_len), dtype=np.int64)
+    seen = np.zeros((len(users), world.n_items), dtype=np.int8)
+    for row, u in enumerate(users.tolist()):
+        h_items, h_ratings = world.history_items[u], world.history_ratings[u]
+        keep = min(len(h_items), history_len)
+        if keep:
+            items[row, history_len - keep :] = h_items[len(h_items) - keep :]
+            ratings[row, history_len - keep :] = h_ratings[len(h_ratings) - keep :]
+        seen[row, h_items] = 1
+    return {
+        "user_index": users.copy(),
+        "history_items": items,
+        "history_ratings": ratings,
+        "traits": world.trait_scores[users].astype(np.float32),
+        "seen": seen,
+    }
+
+
 def check_policy_slates(name: str, slates: np.ndarray, seen: np.ndarray, slate_size: int, n_items: int) -> None:
     """Refuse slates with a wrong shape, out-of-range items, repeats, or seen items while unseen ones remain.
 
     Raises:
         ConfigError: naming the policy, the row and the offending item index.
     """
-    from recsim_personas.envs.model import check_slates
+    from recsim_personas.envs.spaces import check_slates
 
     seen = np.asarray(seen).astype(bool, copy=False)
     try:

@@ -211,7 +211,6 @@ def evaluate_policy(
     if history_len is None:
         history_len = int(getattr(policy, "history_len", None) or base.history_len)
     checked = CheckedPolicy(policy, w.n_items)
-    start_len = np.array([len(h) for h in w.history_items], dtype=np.int64)
     per_seed: dict[str, list[float]] = {name: [] for name in SIM_METRICS}
     totals, watched = [], []
     t0 = time.perf_counter()
@@ -230,7 +229,7 @@ def evaluate_policy(
         values["shown_popularity"] = float(shown @ w.item_popularity / shown.sum()) if shown.sum() else 0.0
         for name in SIM_METRICS:
             per_seed[name].append(values[name])
-        watched.append(_watched(population, start_len))
+        watched.append(population.watches())
     env.close()
     return SimulatedMetrics(
         policy=checked.name,
@@ -259,19 +258,3 @@ def _seed_metrics(t: Mapping[str, Any], n_users: int) -> dict[str, float]:
         "returning": 1.0 - t["churned_users"] / n_users,
         "likes_per_user": t["likes"] / n_users,
     }
-
-
-def _watched(population: Any, start_len: np.ndarray) -> dict[str, np.ndarray]:
-    """The (user, item, rating) triples watched during the run: each agent's history after its train part."""
-    w = population.world
-    users, items, ratings = [], [], []
-    for agent, n0 in zip(population.users, start_len.tolist(), strict=True):
-        new_items = agent.history_items[n0:]
-        if new_items.size:
-            users.append(np.full(new_items.size, w.user_ids[agent.index], dtype=np.int64))
-            items.append(new_items.astype(np.int64))
-            ratings.append(agent.history_ratings[n0:].astype(np.int64))
-    if not users:
-        empty = np.zeros(0, dtype=np.int64)
-        return {"user_id": empty, "item_id": empty.copy(), "rating": empty.copy()}
-    return {"user_id": np.concatenate(users), "item_id": np.concatenate(items), "rating": np.concatenate(ratings)}

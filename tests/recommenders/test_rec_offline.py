@@ -95,3 +95,34 @@ def test_offline_metrics_agree_with_recbole_on_the_ml100k_split_to_3_decimals(ml
         # RecBole reports 6 decimals; agreement to 3 decimals is required, we get far closer
         assert getattr(ours, metric) == pytest.approx(theirs[f"{metric}@10"], abs=1e-5), metric
     assert ours.ndcg > 0.05  # better than random (≈ 0.04) after two epochs
+
+
+class _Untouchable:
+    """A rater that fails the test if anything asks it for a rating or a simulation session."""
+
+    name = "untouchable"
+
+    def predict(self, users, items):
+        raise AssertionError("the offline evaluation asked the rater for ratings")
+
+    def session(self):
+        raise AssertionError("the offline evaluation opened a rater session")
+
+
+def test_offline_evaluation_reads_the_world_and_never_touches_the_rater(rec_world, rec_split_dir):
+    import dataclasses
+
+    from recsim_personas.envs import Population
+    from recsim_personas.recommenders.offline import initial_observation
+
+    split = Split.load(rec_split_dir)
+    users = np.arange(rec_world.n_users)
+    for history_len in (1, 10, 50):  # shorter and longer than the histories (5..40 ratings)
+        ours = initial_observation(rec_world, users, history_len)
+        fresh = Population(rec_world, seed=0).observe(users, history_len)
+        assert ours.keys() == fresh.keys()
+        for key in ours:
+            assert ours[key].dtype == fresh[key].dtype and np.array_equal(ours[key], fresh[key]), (history_len, key)
+    untouchable = dataclasses.replace(rec_world, rater=_Untouchable())
+    pop = PopularPolicy(rec_world.item_popularity, 10, seed=0)
+    assert evaluate_offline(pop, untouchable, split.test, k=10) == evaluate_offline(pop, rec_world, split.test, k=10)
