@@ -89,11 +89,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from recsim_personas._io import write_json
+    from recsim_personas.agents.agent_artifact import load_world
     from recsim_personas.agents.agent_report import ReportEntry, new_report, score_entry
-    from recsim_personas.agents.backbones import BackboneConfig
+    from recsim_personas.agents.backbone_config import BackboneConfig
     from recsim_personas.agents.classical import make_rater
-    from recsim_personas.agents.lora import LoraTrainConfig, train_agents
-    from recsim_personas.agents.persona_agents import PersonaAgents, load_world
+    from recsim_personas.agents.persona_agents import PersonaAgents
+    from recsim_personas.agents.train_config import LoraTrainConfig
+    from recsim_personas.agents.training import train_agents
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ any rating signal beyond that prior:
 1. RAFT prompts of ``--n-train`` train ratings (the encoder's ``compact`` template, one memory) and of
    ``--n-test`` seeded test ratings, mean-pooled through the frozen MiniLM (bfloat16);
 2. the training examples are anchored on the out-of-fold prior
-   (:func:`~recsim_personas.agents.lora.out_of_fold_log_probs`, ``--prior`` = mf or bias), the test ratings
+   (:func:`~recsim_personas.agents.prior.out_of_fold_log_probs`, ``--prior`` = mf or bias), the test ratings
    on the prior fitted on the whole history — exactly as the agents are;
 3. a head ``logits = prior log-probs + f(pooled prompt)`` (``f`` linear or a 64-unit MLP, zero-initialised,
    so it starts at the prior) is trained with AdamW on 85% of the training examples and stopped on the
@@ -66,11 +66,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from recsim_personas._io import atomic_write_text, write_json
-    from recsim_personas.agents.backbones import BackboneConfig, build_backbone
-    from recsim_personas.agents.lora import AnchorPrior, encode_rows, out_of_fold_log_probs, prompt_config
-    from recsim_personas.agents.persona_agents import load_world
+    from recsim_personas.agents.agent_artifact import load_world
+    from recsim_personas.agents.backbone_config import BackboneConfig
+    from recsim_personas.agents.backbones import build_backbone
+    from recsim_personas.agents.inference import encode_rows
+    from recsim_personas.agents.prior import AnchorPrior, out_of_fold_log_probs
     from recsim_personas.agents.prompt import PromptBuilder
     from recsim_personas.agents.raft import RaftConfig, raft_examples
+    from recsim_personas.agents.train_config import prompt_config
 
     t_start = time.perf_counter()
     out = Path(args.out)

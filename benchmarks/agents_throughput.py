@@ -7,7 +7,7 @@ precision, end to end through ``PersonaAgents.predict`` (memory retrieval, promp
 passes, anchoring):
 
 - *batched*: ``--batch-size`` requests per call, each call cut by
-  :func:`~recsim_personas.agents.lora.batched_logits` into forward passes of at most 2,048 padded tokens,
+  :func:`~recsim_personas.agents.inference.batched_logits` into forward passes of at most 2,048 padded tokens,
   every pass routed per row with ``adapter_names`` (any mix of personas in one pass);
 - *naive*: one request per call (the loop an API-driven LLM agent runs).
 
@@ -114,14 +114,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from recsim_personas._io import atomic_write_text, write_json
-    from recsim_personas.agents.backbones import BackboneConfig
-    from recsim_personas.agents.lora import LoraTrainConfig, batched_logits, train_agents
-    from recsim_personas.agents.persona_agents import (
-        PersonaAgents,
-        load_world,
-        native_bf16_matmul,
-        resolve_inference_dtype,
-    )
+    from recsim_personas.agents.agent_artifact import load_world
+    from recsim_personas.agents.backbone_config import BackboneConfig
+    from recsim_personas.agents.inference import batched_logits
+    from recsim_personas.agents.persona_agents import PersonaAgents
+    from recsim_personas.agents.precision import native_bf16_matmul, resolve_inference_dtype
+    from recsim_personas.agents.train_config import LoraTrainConfig
+    from recsim_personas.agents.training import train_agents
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

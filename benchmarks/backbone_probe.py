@@ -82,10 +82,12 @@ def probe(kind: str, args: Args, cache_dir: Path, rng: np.random.Generator) -> d
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from recsim_personas.agents import backbones as bb
+    from recsim_personas.agents.adapters import lora_targets
+    from recsim_personas.agents.backbone_config import BackboneConfig
+    from recsim_personas.agents.backbones import build_backbone
 
-    config = bb.BackboneConfig(kind=kind, max_length=max(512, args.tokens))
-    backbone, tokenizer = bb.build_backbone(config, cache_dir=cache_dir)
+    config = BackboneConfig(kind=kind, max_length=max(512, args.tokens))
+    backbone, tokenizer = build_backbone(config, cache_dir=cache_dir)
     batch = backbone.encode(make_prompts(tokenizer, args.batch, args.tokens, rng))
     row = {"prompt_tokens_mean": float(batch["attention_mask"].sum(dim=1).float().mean())}
 
@@ -100,7 +102,7 @@ def probe(kind: str, args: Args, cache_dir: Path, rng: np.random.Generator) -> d
     cfg = LoraConfig(
         r=args.rank,
         lora_alpha=2 * args.rank,
-        target_modules=bb.lora_targets(kind),
+        target_modules=lora_targets(kind),
         modules_to_save=["rating_head"] if kind == "encoder" else None,
     )
     with torch.random.fork_rng():  # PEFT draws lora_A from the global generator
@@ -134,7 +136,7 @@ if __name__ == "__main__":
     args = parse()
     import torch
 
-    from recsim_personas.agents import backbones as bb
+    from recsim_personas.agents import model_loading as ml
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tmp = tempfile.TemporaryDirectory(prefix="backbone-probe-") if args.cache_dir is None else None
@@ -142,16 +144,16 @@ if __name__ == "__main__":
     rng = np.random.default_rng(args.seed)
     result: dict = {"args": asdict(args), "torch_threads": torch.get_num_threads(), "load_seconds": {}}
 
-    copy_exists = (cache_dir / bb.SMOLLM2_CACHE_NAME / bb.SOURCE_FILE).is_file()
+    copy_exists = (cache_dir / ml.SMOLLM2_CACHE_NAME / ml.SOURCE_FILE).is_file()
     t0 = time.perf_counter()
-    bb.load_causal(cache_dir=cache_dir)
+    ml.load_causal(cache_dir=cache_dir)
     first = "smollm2_gguf_convert_and_save" if not copy_exists else "smollm2_cached_first"
     result["load_seconds"][first] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bb.load_causal(cache_dir=cache_dir)
+    ml.load_causal(cache_dir=cache_dir)
     result["load_seconds"]["smollm2_cached"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bb.load_encoder()
+    ml.load_encoder()
     result["load_seconds"]["minilm"] = time.perf_counter() - t0
     print(f"loads: {result['load_seconds']}", file=sys.stderr)
 

@@ -65,8 +65,8 @@ def content_residual(index, train, residual: np.ndarray, users: np.ndarray, item
 def main() -> None:
     args = parse()
     from recsim_personas._io import atomic_write_text, write_json
+    from recsim_personas.agents.agent_artifact import load_world
     from recsim_personas.agents.classical import make_rater
-    from recsim_personas.agents.persona_agents import load_world
 
     t0 = time.perf_counter()
     world = Path(args.world)

@@ -9,7 +9,7 @@ environment and the fidelity evaluation take it unchanged. A request ``(user, it
    movie's description are tokenized once and cached);
 4. one forward pass for a batch of prompts of *any* mix of personas, routed row by row with PEFT's
    ``adapter_names`` (eval mode) — batches are formed by prompt length (at most ``batch_size`` prompts and
-   2,048 padded tokens: :func:`~recsim_personas.agents.lora.batched_logits`), not by persona; prompts of
+   2,048 padded tokens: :func:`~recsim_personas.agents.inference.batched_logits`), not by persona; prompts of
    equal length are ordered by adapter, and a pass that holds a single adapter (every pass of a one-request
    call) runs PEFT's plain forward with that adapter active instead — the same logits, without the mixed
    route's per-adapter gather and scatter at every LoRA layer;
@@ -17,26 +17,20 @@ environment and the fidelity evaluation take it unchanged. A request ``(user, it
 
 :meth:`PersonaAgents.prompt_only` is the same road without adapters (the paper's prompted baseline, causal
 LMs). :func:`measure_urr` measures the unusable-response rate the paper's way — free greedy generation,
-parsed with :func:`~recsim_personas.agents.backbones.parse_rating` — whereas the token-scoring agents
+parsed with :func:`~recsim_personas.agents.rating_tokens.parse_rating` — whereas the token-scoring agents
 answer with a distribution over the five rating tokens and cannot give an unusable answer.
 
-Precision. The weights run in ``dtype`` (:data:`INFERENCE_DTYPES`): ``"float32"``, ``"bfloat16"`` or ``"auto"``
-(the default of :meth:`~PersonaAgents.load`, :meth:`~PersonaAgents.open` and :meth:`~PersonaAgents.prompt_only`),
-which is bfloat16 for *encoder* agents on a CPU that runs bfloat16 matmuls natively
-(:func:`native_bf16_matmul`) and float32 otherwise — always float32 for causal agents. The model is converted
-once, after loading and the fingerprint check; logits leave the model as float32, anchoring and the
-softmax run in float64. On the 2-core AMX Xeon of ``benchmarks/agents_throughput.py`` bfloat16 serves the
-MiniLM persona agents ~2× faster than float32 and moves expected ratings by < 1e-3 (RMSE/MAE unchanged to
-the 4th decimal on 1,000 test ratings); a causal SmolLM2 agent in bfloat16 moved its expected ratings by
-0.07 on average (48 test ratings), hence float32 there unless asked for.
+Precision. The weights run in ``dtype`` (:mod:`~recsim_personas.agents.precision`: ``"auto"`` by default,
+``"float32"`` or ``"bfloat16"``), converted once, after loading and the fingerprint check; logits leave the
+model as float32, anchoring and the softmax run in float64.
 
-Loading refuses, with a message naming the fix: an unfinished artifact, an artifact from another split or
-persona set, a base model other than the one the adapters were trained on, a missing or altered adapter.
+Loading refuses, with a message naming the fix (:mod:`~recsim_personas.agents.agent_artifact`): an unfinished
+artifact, an artifact from another split or persona set, a base model other than the one the adapters were
+trained on, a missing or altered adapter.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from pathlib import Path
@@ -45,19 +39,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from recsim_personas._io import sha256_file
-from recsim_personas.agents.backbones import DTYPES, BackboneConfig, build_backbone, parse_rating
-from recsim_personas.agents.lora import (
-    ANCHORS,
-    SINGLE_ADAPTER,
-    AnchorPrior,
-    base_fingerprint,
-    batched_logits,
-    prompt_config,
+from recsim_personas.agents.adapters import base_fingerprint
+from recsim_personas.agents.agent_artifact import (
+    check_agents_inputs,
     read_agents_manifest,
+    verify_agents,
 )
+from recsim_personas.agents.backbone_config import BackboneConfig, torch_dtype
+from recsim_personas.agents.backbones import build_backbone
+from recsim_personas.agents.inference import batched_logits
+from recsim_personas.agents.precision import INFERENCE_DTYPES, resolve_inference_dtype
+from recsim_personas.agents.prior import AnchorPrior
 from recsim_personas.agents.prompt import PromptBuilder, PromptConfig
 from recsim_personas.agents.rater import N_LEVELS, as_requests
+from recsim_personas.agents.rating_tokens import parse_rating
+from recsim_personas.agents.train_config import ANCHORS, prompt_config
+from recsim_personas.artifacts import manifest_digest
 from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError, unknown_choice
 from recsim_personas.personas.memory import MemoryHit
 
@@ -68,68 +65,6 @@ OBSERVED_REASON = "I watched this movie and rated it {rating} out of 5."
 
 Observed = dict[int, list[tuple[int, int, np.ndarray]]]
 """A session's memories of watched movies: ``{user_id: [(item_id, rating, key float32 (d,)), ...]}``."""
-
-INFERENCE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
-"""Precisions of the agents' weights at inference (``dtype=`` of :meth:`PersonaAgents.load`)."""
-
-_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-@functools.cache
-def _cpu_has_bf16() -> bool:
-    """AMX tiles or AVX512-BF16 instructions, as PyTorch's cpuinfo sees them (else the flags of ``/proc/cpuinfo``)."""
-    probes = [getattr(torch.cpu, n, None) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    if all(callable(p) for p in probes):
-        try:
-            return any(bool(p()) for p in probes)
-        except RuntimeError:  # pragma: no cover - a PyTorch built without cpuinfo
-            pass
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return any(f in flags for f in _BF16_CPU_FLAGS)
-
-
-def native_bf16_matmul() -> bool:
-    """Whether this machine runs bfloat16 matmuls natively — the rule behind ``dtype="auto"``.
-
-    True when PyTorch's oneDNN backend is available and enabled (``torch.backends.mkldnn``) and the CPU has
-    AMX-BF16 tiles or AVX512-BF16 instructions (read from PyTorch's cpuinfo, ``torch.cpu._is_amx_tile_supported``
-    / ``_is_avx512_bf16_supported``; from the ``flags`` of ``/proc/cpuinfo`` on a PyTorch without them). PyTorch
-    then sends bfloat16 matmuls to oneDNN's AMX / AVX512-BF16 kernels (on the project's 2-core Xeon: ~1,000
-    GFLOP/s against ~150 in float32, one thread); without them bfloat16 is emulated and slower than float32.
-    No timing is involved: ``"auto"`` picks the same precision on every run on one machine, however busy.
-    """
-    mkldnn = torch.backends.mkldnn
-    return bool(mkldnn.is_available() and mkldnn.enabled and _cpu_has_bf16())
-
-
-def resolve_inference_dtype(dtype: str, kind: str) -> str:
-    """``"float32"`` or ``"bfloat16"``: ``dtype`` itself, or what ``"auto"`` means for a backbone ``kind``.
-
-    ``"auto"`` is ``"bfloat16"`` for an encoder on a machine where :func:`native_bf16_matmul` holds, else
-    ``"float32"`` — causal agents always: in bfloat16 a SmolLM2 agent's expected ratings moved by 0.07 on
-    average (the MiniLM persona agents': 0.0002).
-
-    Raises:
-        ConfigError: ``dtype`` is not one of :data:`INFERENCE_DTYPES`.
-    """
-    if dtype not in INFERENCE_DTYPES:
-        raise unknown_choice("inference dtype", str(dtype), INFERENCE_DTYPES)
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if kind == "encoder" and native_bf16_matmul() else "float32"
-
-
-def _check_split(manifest: dict[str, Any], path: Path, split: Any) -> None:
-    if manifest["split_id"] != split.split_id:
-        raise ArtifactError(
-            f"agents {str(path)!r} were trained on split {manifest['split_id'][:12]}…, not on split"
-            f" {split.split_id[:12]}… ({split.path}). Fix: pass the split they were trained on, or train agents"
-            " for this split with `recsim-personas agents train`."
-        )
 
 
 class PersonaAgents:
@@ -147,7 +82,7 @@ class PersonaAgents:
         builder: the prompt builder (caches persona parts and movie descriptions).
         dtype: precision of the weights, ``"float32"`` or ``"bfloat16"`` (see :data:`INFERENCE_DTYPES`).
         batch_size: at most this many prompts per forward pass (see
-            :func:`~recsim_personas.agents.lora.batched_logits`, which also caps a pass at 2,048 padded tokens).
+            :func:`~recsim_personas.agents.inference.batched_logits`, which also caps a pass at 2,048 padded tokens).
         single_adapter_passes: a pass whose prompts all use one adapter runs PEFT's plain forward with that
             adapter active rather than the mixed-batch route (the same logits, faster; ``batched_logits``);
             ``False`` routes every pass with ``adapter_names`` (the earlier behaviour, for comparisons).
@@ -193,7 +128,7 @@ class PersonaAgents:
         self.kind = "causal" if hasattr(backbone, "rating_tokens") else "encoder"
         if dtype is not None:
             # once, after loading (and the fingerprint check): base weights, every adapter and head copy
-            self.model.to(DTYPES[resolve_inference_dtype(dtype, self.kind)])
+            self.model.to(torch_dtype(resolve_inference_dtype(dtype, self.kind)))
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.anchored = prior is not None
         label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[variant]
@@ -215,10 +150,10 @@ class PersonaAgents:
         name: str | None = None,
         dtype: str = "auto",
     ) -> PersonaAgents:
-        """Load a trained artifact (see :mod:`recsim_personas.agents.lora`) with all its adapters.
+        """Load a trained artifact (see :mod:`recsim_personas.agents.agent_artifact`) with all its adapters.
 
         Args:
-            path: the artifact directory written by :func:`~recsim_personas.agents.lora.train_agents`.
+            path: the artifact directory written by :func:`~recsim_personas.agents.training.train_agents`.
             split: the split it was trained on (checked by ``split_id``).
             pset: the persona set it was trained on (checked by its manifest's sha256).
             index: the memory index (needed when ``memories > 0``).
@@ -241,13 +176,7 @@ class PersonaAgents:
             raise unknown_choice("inference dtype", str(dtype), INFERENCE_DTYPES)
         path = Path(path)
         manifest = read_agents_manifest(path)
-        _check_split(manifest, path, split)
-        pm = sha256_file(Path(pset.path) / "manifest.json") if pset.path else ""
-        if manifest["personas_manifest"] != pm:
-            raise ArtifactError(
-                f"agents {str(path)!r} were trained on another persona set than {str(pset.path)!r}. Fix: pass the"
-                " personas they were trained on, or retrain with `recsim-personas agents train`."
-            )
+        check_agents_inputs(manifest, path, split, pset)
         trained = BackboneConfig.from_dict(manifest["backbone"])
         if backbone is not None and backbone != trained:
             raise ArtifactError(
@@ -255,31 +184,9 @@ class PersonaAgents:
                 " was requested. Fix: drop --model / use the base model of the manifest, or retrain the adapters"
                 " on the new base model."
             )
-        cmap = {int(u): str(n) for u, n in manifest["cluster_map"].items()}
+        cmap = verify_agents(path, manifest)
         needed = sorted(set(cmap.values()))
-        for n in needed:
-            d = path / "adapters" / n
-            want = manifest["adapters"].get(n, {}).get("files", {})
-            if not (d / "adapter_model.safetensors").is_file() or not want:
-                personas = sorted(u for u, a in cmap.items() if a == n)
-                raise ArtifactError(
-                    f"agents {str(path)!r}: the adapter {n!r} (persona of {len(personas)} users, e.g. user_id"
-                    f" {personas[0]}) is missing. Fix: rerun `recsim-personas agents train` with the same arguments"
-                    " (it resumes and trains the missing adapters)."
-                )
-            for fname, digest in want.items():
-                if not (d / fname).is_file() or sha256_file(d / fname) != digest:
-                    raise ArtifactError(
-                        f"agents {str(path)!r}: {d / fname} is missing or does not match the manifest. Fix: retrain"
-                        " with `recsim-personas agents train --overwrite`."
-                    )
-        prior = None
-        if manifest["prior"] is not None:
-            for fname, digest in manifest["prior"]["files"].items():
-                f = path / "prior" / fname
-                if not f.is_file() or sha256_file(f) != digest:
-                    raise ArtifactError(f"agents {str(path)!r}: {f} is missing or does not match the manifest.")
-            prior = AnchorPrior.load(path / "prior")
+        prior = AnchorPrior.load(path / "prior") if manifest["prior"] is not None else None
 
         base, tokenizer = build_backbone(trained, cache_dir=cache_dir)
         fp = base_fingerprint(base)
@@ -335,7 +242,7 @@ class PersonaAgents:
         from recsim_personas.personas.store import load_persona_set
 
         manifest = read_agents_manifest(path)
-        _check_split(manifest, Path(path), split)
+        check_agents_inputs(manifest, path, split)
         directory = personas if personas is not None else manifest.get("personas_path")
         if not directory or not Path(directory).is_dir():
             raise ArtifactError(
@@ -345,8 +252,7 @@ class PersonaAgents:
         pset = load_persona_set(directory, split_id=split.split_id)
         index = None
         if (Path(directory) / "memory" / "manifest.json").is_file():
-            digest = sha256_file(Path(directory) / "manifest.json")
-            index = MemoryIndex.load(Path(directory) / "memory", personas_manifest=digest)
+            index = MemoryIndex.load(Path(directory) / "memory", personas_manifest=manifest_digest(directory))
         return cls.load(
             path, split, pset, index, memories=memories, batch_size=batch_size, cache_dir=cache_dir, dtype=dtype
         )
@@ -382,7 +288,7 @@ class PersonaAgents:
             raise unknown_choice("inference dtype", str(dtype), INFERENCE_DTYPES)
         pset.check_split(split.split_id)
         base, tokenizer = build_backbone(backbone, cache_dir=cache_dir)
-        pcfg = prompt_config("causal", template, int(backbone.max_length or 512))
+        pcfg = prompt_config("causal", template, int(backbone.max_length))  # type: ignore[arg-type]
         builder = PromptBuilder(tokenizer, pset, split.catalog().describe, pcfg)
         prior = AnchorPrior.fit(split.history(), anchor) if anchor != "none" else None
         return cls(
@@ -531,34 +437,6 @@ class AgentSession:
         return self.agents.predict(users, items, observed=self.observed)
 
 
-def load_world(
-    split_dir: str | os.PathLike[str],
-    personas_dir: str | os.PathLike[str],
-    *,
-    need_clusters: bool = True,
-    need_index: bool = True,
-) -> tuple[Any, Any, Any, Any]:
-    """``(split, persona set, clusters or None, memory index or None)``, each checked against the others.
-
-    The clusters are read from ``<personas>/clusters``, the memory index from ``<personas>/memory``.
-
-    Raises:
-        ArtifactError: a missing or stale artifact, or personas of another split (names the command to run).
-    """
-    from recsim_personas.data.protocol import Split
-    from recsim_personas.personas.clustering import load_clusters
-    from recsim_personas.personas.memory import MemoryIndex
-    from recsim_personas.personas.store import load_persona_set
-
-    split = Split.load(split_dir)
-    pset = load_persona_set(personas_dir, split_id=split.split_id)
-    clusters = load_clusters(pset.path / "clusters", pset) if need_clusters else None
-    index = None
-    if need_index:
-        index = MemoryIndex.load(pset.path / "memory", personas_manifest=sha256_file(pset.path / "manifest.json"))
-    return split, pset, clusters, index
-
-
 def anchor_label(prior: AnchorPrior | None) -> str:
     """``"anchored"`` (bias prior), ``"anchored-mf"`` or ``"unanchored"``: the anchoring part of a report label."""
     if prior is None:
@@ -572,7 +450,7 @@ def measure_urr(
     """Unusable-response rate of free greedy generation, the paper's way (causal agents only).
 
     The same prompts as :meth:`PersonaAgents.predict`, without the answer lead; an answer is unusable when
-    :func:`~recsim_personas.agents.backbones.parse_rating` finds no rating 1..5 at its start.
+    :func:`~recsim_personas.agents.rating_tokens.parse_rating` finds no rating 1..5 at its start.
 
     Returns:
         ``(share of unusable answers, the answers)``.
@@ -597,14 +475,4 @@ def measure_urr(
     return (bad / len(answers) if answers else 0.0), answers
 
 
-__all__ = [
-    "INFERENCE_DTYPES",
-    "SINGLE_ADAPTER",
-    "AgentSession",
-    "PersonaAgents",
-    "anchor_label",
-    "load_world",
-    "measure_urr",
-    "native_bf16_matmul",
-    "resolve_inference_dtype",
-]
+__all__ = ["AgentSession", "PersonaAgents", "anchor_label", "measure_urr"]

@@ -1,7 +1,9 @@
 """The ``recsim-personas agents`` subcommands: ``train`` persona-LoRA adapters, ``eval`` their fidelity.
 
-Registered by :mod:`recsim_personas.cli` with :func:`register_agents`. Only ``argparse`` is imported at module
-level, so ``recsim-personas --help`` does not import torch; the handlers import what they need.
+Registered by :mod:`recsim_personas.cli` with :func:`register_agents`. ``agents train``'s options are generated
+from :class:`~recsim_personas.agents.backbone_config.BackboneConfig` and
+:class:`~recsim_personas.agents.train_config.LoraTrainConfig` (light modules), so each default is stated once, in
+the dataclass; ``recsim-personas --help`` does not import torch (the handlers import what they need).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from recsim_personas.agents.backbone_config import BackboneConfig
+from recsim_personas.agents.precision import INFERENCE_DTYPES
+from recsim_personas.agents.train_config import ANCHORS, LoraTrainConfig
 from recsim_personas.cli._argtypes import non_negative_int, positive_int
-
-ANCHOR_CHOICES = ("bias", "mf", "knn", "blend", "none")  # = lora.ANCHORS, spelled out to keep torch unimported
+from recsim_personas.cli._options import ConfigOptions, add_config_options
 
 
 def register_agents(
@@ -35,37 +39,16 @@ def register_agents(
         help="train one LoRA adapter per persona cluster (or one for all users) on RAFT data",
         description="Fine-tune LoRA adapters of a small model on the split's train ratings (RAFT: the user's Ms,"
         " the --memories most similar other train memories, the movie -> the real rating). Early stopping on the"
-        " latest 10%% of each user's train ratings. Resumable: rerun the same command after an interruption.",
+        " latest 10% of each user's train ratings. Resumable: rerun the same command after an interruption.",
     )
-    tr.add_argument("--backbone", choices=["encoder", "causal"], default="encoder", help="default: encoder (MiniLM)")
-    tr.add_argument("--model", default=None, help="model id or directory (default: minilm / smollm2, offline)")
-    tr.add_argument("--variant", choices=["persona", "single"], default="persona", help="default: persona")
-    tr.add_argument("--memories", type=non_negative_int, default=1, help="retrieved memories per prompt (default: 1)")
-    tr.add_argument("--anchor", choices=ANCHOR_CHOICES, default="bias", help="prior anchoring (default: bias)")
-    tr.add_argument(
-        "--prior-folds",
-        type=positive_int,
-        default=5,
-        help="anchor each training example on a prior fitted without its fold (default: 5; 1 = in-sample prior)",
+    backbone = tr.add_argument_group("backbone (BackboneConfig)")
+    tr.set_defaults(
+        backbone_options=add_config_options(
+            backbone, BackboneConfig, fields=("kind", "model", "max_length"), rename={"kind": "backbone"}
+        )
     )
-    tr.add_argument(
-        "--precision",
-        choices=["float32", "bfloat16"],
-        default="float32",
-        help="bfloat16 = mixed-precision training (autocast; fast on CPUs with bf16 matrix units)",
-    )
-    tr.add_argument("--max-train", type=positive_int, default=None, help="at most N training examples (default: all)")
-    tr.add_argument(
-        "--max-valid", type=positive_int, default=1000, help="at most N validation examples (default: 1000)"
-    )
-    tr.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (default: 256 causal, 16 encoder)")
-    tr.add_argument("--alpha", type=positive_int, default=None, help="LoRA alpha (default: 32)")
-    tr.add_argument("--epochs", type=positive_int, default=1, help="epochs at most (default: 1)")
-    tr.add_argument("--patience", type=positive_int, default=1, help="epochs without improvement before stopping")
-    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: 2e-4 causal, 1e-3 encoder)")
-    tr.add_argument("--batch-size", type=positive_int, default=16, help="examples per step (default: 16)")
-    tr.add_argument("--max-length", type=positive_int, default=None, help="prompt token budget (default: 512 / 256)")
-    tr.add_argument("--seed", type=non_negative_int, default=0, help="root seed (default: 0)")
+    training = tr.add_argument_group("training (LoraTrainConfig)")
+    tr.set_defaults(train_options=add_config_options(training, LoraTrainConfig))
     tr.add_argument("--out", default=None, help="artifact directory (default: PERSONAS/agents/<backbone>-<variant>-…)")
     tr.add_argument("--overwrite", action="store_true", help="replace an artifact of another configuration in --out")
     tr.set_defaults(func=cmd_agents_train)
@@ -84,16 +67,14 @@ def register_agents(
     )
     ev.add_argument("--prompt-only", action="store_true", help="also score the base causal LM without adapters")
     ev.add_argument("--model", default=None, help="causal model of --prompt-only (default: smollm2)")
-    ev.add_argument(
-        "--anchor", choices=ANCHOR_CHOICES, default="none", help="anchoring of --prompt-only (default: none)"
-    )
+    ev.add_argument("--anchor", choices=ANCHORS, default="none", help="anchoring of --prompt-only (default: none)")
     ev.add_argument("--urr-sample", type=non_negative_int, default=100, help="free-generation answers for the URR")
     ev.add_argument("--raters", default="bias,mf", help="classical raters beside the agents (default: bias,mf)")
     ev.add_argument("--max-test", type=positive_int, default=None, help="score a seeded sample of N test ratings")
     ev.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward pass (default: 32)")
     ev.add_argument(
         "--dtype",
-        choices=["auto", "float32", "bfloat16"],
+        choices=INFERENCE_DTYPES,
         default="auto",
         help="inference precision of the agents' weights (default: auto = bfloat16 for encoder agents on a CPU"
         " with native bfloat16 matmuls (AMX / AVX512-BF16), else float32)",
@@ -105,8 +86,8 @@ def register_agents(
 
 
 def load_world(split_dir: str, personas_dir: str, *, need_clusters: bool = True, need_index: bool = True) -> Any:
-    """See :func:`recsim_personas.agents.persona_agents.load_world` (imported here lazily: it needs torch)."""
-    from recsim_personas.agents.persona_agents import load_world as load
+    """See :func:`recsim_personas.agents.agent_artifact.load_world` (imported here lazily: it needs pandas)."""
+    from recsim_personas.agents.agent_artifact import load_world as load
 
     return load(split_dir, personas_dir, need_clusters=need_clusters, need_index=need_index)
 
@@ -119,33 +100,19 @@ def _threads(args: argparse.Namespace) -> None:
 
 
 def cmd_agents_train(args: argparse.Namespace) -> int:
-    from recsim_personas.agents.backbones import BackboneConfig
-    from recsim_personas.agents.lora import LoraTrainConfig, train_agents
+    from recsim_personas.agents.training import train_agents
     from recsim_personas.cli._output import emit
 
     _threads(args)
-    backbone = BackboneConfig(kind=args.backbone, model=args.model, max_length=args.max_length)
-    config = LoraTrainConfig(
-        variant=args.variant,
-        memories=args.memories,
-        anchor=args.anchor,
-        prior_folds=args.prior_folds,
-        precision=args.precision,
-        rank=args.rank,
-        alpha=args.alpha,
-        lr=args.lr,
-        epochs=args.epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        max_train=args.max_train,
-        max_valid=args.max_valid,
-        seed=args.seed,
-    )
+    backbone_options: ConfigOptions = args.backbone_options
+    train_options: ConfigOptions = args.train_options
+    backbone = backbone_options.build(args)
+    config = train_options.build(args)
     split, pset, clusters, index = load_world(
-        args.split, args.personas, need_clusters=args.variant == "persona", need_index=args.memories > 0
+        args.split, args.personas, need_clusters=config.variant == "persona", need_index=config.memories > 0
     )
     out = args.out or str(
-        Path(pset.path) / "agents" / f"{args.backbone}-{args.variant}-mem{args.memories}-{args.anchor}"
+        Path(pset.path) / "agents" / f"{backbone.kind}-{config.variant}-mem{config.memories}-{config.anchor}"
     )
     result = train_agents(
         split,
@@ -176,7 +143,6 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from recsim_personas.agents.agent_report import new_report, score_entry
-    from recsim_personas.agents.backbones import BackboneConfig
     from recsim_personas.agents.classical import make_rater
     from recsim_personas.agents.persona_agents import PersonaAgents, measure_urr
     from recsim_personas.cli._output import emit_report

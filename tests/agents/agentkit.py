@@ -15,8 +15,9 @@ import numpy as np
 from datakit import synthetic_ratings, write_ml100k
 
 from recsim_personas._io import sha256_file
-from recsim_personas.agents.backbones import BackboneConfig
-from recsim_personas.agents.lora import LoraTrainConfig, train_agents
+from recsim_personas.agents.backbone_config import BackboneConfig
+from recsim_personas.agents.train_config import LoraTrainConfig
+from recsim_personas.agents.training import train_agents
 from recsim_personas.data import ProtocolConfig, load_movielens, make_split
 from recsim_personas.personas.clustering import ClusterConfig, cluster_personas, save_clusters
 from recsim_personas.personas.distill import distill_personas

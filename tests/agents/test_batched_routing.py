@@ -12,7 +12,7 @@ pytest.importorskip("peft")
 
 from agentkit import World, perturbed_agents, requests  # noqa: E402
 
-from recsim_personas.agents.lora import batched_logits  # noqa: E402
+from recsim_personas.agents.inference import batched_logits  # noqa: E402
 from recsim_personas.agents.persona_agents import PersonaAgents  # noqa: E402
 
 

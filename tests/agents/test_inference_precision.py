@@ -13,14 +13,10 @@ pytest.importorskip("peft")
 
 from agentkit import World, perturbed_agents, requests  # noqa: E402
 
-from recsim_personas.agents import persona_agents  # noqa: E402
-from recsim_personas.agents.lora import batched_logits  # noqa: E402
-from recsim_personas.agents.persona_agents import (  # noqa: E402
-    INFERENCE_DTYPES,
-    PersonaAgents,
-    native_bf16_matmul,
-    resolve_inference_dtype,
-)
+from recsim_personas.agents import precision  # noqa: E402
+from recsim_personas.agents.inference import batched_logits  # noqa: E402
+from recsim_personas.agents.persona_agents import PersonaAgents  # noqa: E402
+from recsim_personas.agents.precision import INFERENCE_DTYPES, native_bf16_matmul, resolve_inference_dtype  # noqa: E402
 from recsim_personas.agents.rater import check_distribution  # noqa: E402
 from recsim_personas.cli import main  # noqa: E402
 from recsim_personas.errors import ConfigError  # noqa: E402
@@ -46,33 +42,40 @@ def test_explicit_dtypes_pass_and_auto_depends_on_kind_and_cpu(monkeypatch):
     for kind in ("encoder", "causal"):
         assert resolve_inference_dtype("float32", kind) == "float32"
         assert resolve_inference_dtype("bfloat16", kind) == "bfloat16"
-    monkeypatch.setattr(persona_agents, "native_bf16_matmul", lambda: True)
+    monkeypatch.setattr(precision, "native_bf16_matmul", lambda: True)
     assert resolve_inference_dtype("auto", "encoder") == "bfloat16"
     assert resolve_inference_dtype("auto", "causal") == "float32"
-    monkeypatch.setattr(persona_agents, "native_bf16_matmul", lambda: False)
+    monkeypatch.setattr(precision, "native_bf16_matmul", lambda: False)
     assert resolve_inference_dtype("auto", "encoder") == "float32"
     with pytest.raises(ConfigError, match=r"unknown inference dtype 'float16'.*auto, bfloat16, float32"):
         resolve_inference_dtype("float16", "encoder")
 
 
 def test_native_bf16_needs_onednn_and_the_cpu_instructions(monkeypatch):
-    monkeypatch.setattr(persona_agents, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: True)
     assert native_bf16_matmul() == torch.backends.mkldnn.is_available()
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     assert not native_bf16_matmul()
     monkeypatch.undo()
-    monkeypatch.setattr(persona_agents, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: False)
     assert not native_bf16_matmul()
 
 
 def test_cpu_flags_fallback_agrees_with_pytorchs_cpuinfo(monkeypatch):
     if not Path("/proc/cpuinfo").is_file():
         pytest.skip("no /proc/cpuinfo on this system")
-    detect = persona_agents._cpu_has_bf16.__wrapped__
+    detect = precision._cpu_has_bf16.__wrapped__
     from_torch = detect()
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert detect() == from_torch  # read from the flags of /proc/cpuinfo
-    assert native_bf16_matmul() == native_bf16_matmul()  # cached, deterministic
+
+
+def test_cpuinfo_flags_are_read_from_the_flags_line():
+    head = "processor\t: 0\nmodel name\t: Some CPU with avx512_bf16 in its name\n"
+    assert precision.cpuinfo_has_bf16(head + "flags\t\t: fpu sse2 avx512f avx512_bf16 avx2\n")
+    assert precision.cpuinfo_has_bf16(head + "flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not precision.cpuinfo_has_bf16(head + "flags\t\t: fpu sse2 avx512f avx512_vnni\n")  # no bf16 unit
+    assert not precision.cpuinfo_has_bf16(head)  # no flags line at all
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -95,9 +98,9 @@ def test_weights_are_converted_and_outputs_stay_float(agents32, agents16, world)
 
 
 def test_auto_follows_the_rule(monkeypatch, world, trained):
-    monkeypatch.setattr(persona_agents, "native_bf16_matmul", lambda: False)
+    monkeypatch.setattr(precision, "native_bf16_matmul", lambda: False)
     assert PersonaAgents.load(trained, world.split, world.pset, world.index).dtype == "float32"
-    monkeypatch.setattr(persona_agents, "native_bf16_matmul", lambda: True)
+    monkeypatch.setattr(precision, "native_bf16_matmul", lambda: True)
     assert PersonaAgents.open(trained, world.split).dtype == "bfloat16"
     assert PersonaAgents.open(trained, world.split, dtype="float32").dtype == "float32"
 

@@ -22,19 +22,16 @@ if importlib.util.find_spec("peft") is None:  # pragma: no cover - peft is a dec
 import safetensors.torch  # noqa: E402
 from agentkit import BACKBONE, CONFIG, World, make_world, requests  # noqa: E402
 
-from recsim_personas.agents import lora  # noqa: E402
-from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
+from recsim_personas.agents import training  # noqa: E402
+from recsim_personas.agents.backbone_config import BackboneConfig  # noqa: E402
 from recsim_personas.agents.fidelity import evaluate_fidelity  # noqa: E402
-from recsim_personas.agents.lora import (  # noqa: E402
-    AnchorPrior,
-    LoraTrainConfig,
-    batched_logits,
-    out_of_fold_log_probs,
-    train_agents,
-)
+from recsim_personas.agents.inference import batched_logits  # noqa: E402
 from recsim_personas.agents.persona_agents import PersonaAgents  # noqa: E402
+from recsim_personas.agents.prior import AnchorPrior, out_of_fold_log_probs  # noqa: E402
 from recsim_personas.agents.prompt import PromptBuilder, PromptConfig, PromptTooLongError  # noqa: E402
 from recsim_personas.agents.rater import Rater, check_distribution  # noqa: E402
+from recsim_personas.agents.train_config import LoraTrainConfig  # noqa: E402
+from recsim_personas.agents.training import train_agents  # noqa: E402
 from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError  # noqa: E402
 
 
@@ -285,39 +282,97 @@ def test_rerun_skips_finished_adapters(world, trained, tmp_path, monkeypatch):
     (copy / "manifest.json").unlink()
     shutil.rmtree(copy / "adapters" / "persona_1")
     calls = []
-    real = lora._train_one
+    real = training._train_one
 
     def spy(model, backbone, builder, prior, name, *args, **kwargs):
         calls.append(name)
         return real(model, backbone, builder, prior, name, *args, **kwargs)
 
-    monkeypatch.setattr(lora, "_train_one", spy)
+    monkeypatch.setattr(training, "_train_one", spy)
     result = train_agents(world.split, world.pset, world.clusters, world.index, BACKBONE, CONFIG, copy)
     assert calls == ["persona_1"]
     assert {a.name: a.status for a in result.adapters} == {"persona_0": "skipped", "persona_1": "trained"}
     PersonaAgents.load(copy, world.split, world.pset, world.index)  # complete and consistent again
 
 
-def test_interrupted_adapter_resumes_from_its_last_epoch(world, tmp_path, monkeypatch):
-    cfg = LoraTrainConfig(
-        variant="single", memories=0, anchor="none", rank=2, alpha=4, max_train=8, max_valid=4, epochs=2, patience=2
-    )
-    real = lora._save_checkpoint
+RESUME_CONFIG = LoraTrainConfig(
+    variant="single",
+    memories=0,
+    anchor="none",
+    rank=2,
+    alpha=4,
+    max_train=8,
+    max_valid=4,
+    epochs=2,
+    patience=2,
+    batch_size=2,
+)
+"""Two epochs of 4 steps of one adapter (learning rate: the encoder default, dropout on)."""
 
-    def crash_after_first_epoch(ckpt, model, name, best, state):
-        real(ckpt, model, name, best, state)
+
+def _interrupt_after_first_epoch(world, out, monkeypatch):
+    """Train RESUME_CONFIG into ``out`` and kill the run right after epoch 1's checkpoint is written."""
+    real = training.save_checkpoint
+
+    def crash_after_first_epoch(*args, **kwargs):
+        real(*args, **kwargs)
         raise KeyboardInterrupt
 
-    out = tmp_path / "single"
-    monkeypatch.setattr(lora, "_save_checkpoint", crash_after_first_epoch)
+    monkeypatch.setattr(training, "save_checkpoint", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_agents(world.split, world.pset, None, None, BACKBONE, cfg, out, progress=False)
+        train_agents(world.split, world.pset, None, None, BACKBONE, RESUME_CONFIG, out, progress=False)
+    monkeypatch.setattr(training, "save_checkpoint", real)
     assert json.loads((out / "checkpoints" / "single" / "state.json").read_text())["epoch"] == 1
-    monkeypatch.setattr(lora, "_save_checkpoint", real)
-    result = train_agents(world.split, world.pset, None, None, BACKBONE, cfg, out, progress=False)
-    epochs = [json.loads(x)["epoch"] for x in (out / "train_log.jsonl").read_text().splitlines() if '"epoch"' in x]
-    assert epochs == [2] and result.adapters[0].epochs == 2  # resumed at epoch 2: epoch 1 was not trained again
+
+
+def _epochs(out):
+    return [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if '"epoch": ' in x]
+
+
+def _weights(out):
+    return safetensors.torch.load_file(str(out / "adapters" / "single" / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "uninterrupted"
+    train_agents(world.split, world.pset, None, None, BACKBONE, RESUME_CONFIG, out, progress=False)
+    return out
+
+
+def test_interrupted_training_resumes_exactly(world, uninterrupted, tmp_path, monkeypatch):
+    out = tmp_path / "single"
+    _interrupt_after_first_epoch(world, out, monkeypatch)
+    result = train_agents(world.split, world.pset, None, None, BACKBONE, RESUME_CONFIG, out, progress=False)
+    # killed after epoch 1's checkpoint, before its log line: the rerun trains epoch 2 only
+    assert [e["epoch"] for e in _epochs(out)] == [2] and result.adapters[0].epochs == 2
+    # the same loss curve and the same final weights as a run that was never interrupted
+    resumed, straight = _epochs(out)[-1], _epochs(uninterrupted)[-1]
+    assert straight["epoch"] == 2
+    assert resumed["train_nll"] == pytest.approx(straight["train_nll"], rel=1e-6, abs=0)
+    assert resumed["valid_nll"] == pytest.approx(straight["valid_nll"], rel=1e-6, abs=0)
+    a, b = _weights(out), _weights(uninterrupted)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
     assert set(json.loads((out / "manifest.json").read_text())["cluster_map"].values()) == {"single"}
+
+
+def test_a_checkpoint_without_optimizer_state_resumes_with_fresh_moments(
+    world, uninterrupted, tmp_path, monkeypatch, caplog
+):
+    out = tmp_path / "single"
+    _interrupt_after_first_epoch(world, out, monkeypatch)
+    ckpt = out / "checkpoints" / "single"
+    (ckpt / "optimizer.safetensors").unlink()  # the layout of checkpoints written by earlier versions
+    state = json.loads((ckpt / "state.json").read_text())
+    del state["optimizer"]
+    (ckpt / "state.json").write_text(json.dumps(state))
+    with caplog.at_level("WARNING"):
+        train_agents(world.split, world.pset, None, None, BACKBONE, RESUME_CONFIG, out, progress=False)
+    assert "fresh AdamW moments" in caplog.text and [e["epoch"] for e in _epochs(out)] == [2]
+    # without the optimiser's moments epoch 2 takes other steps: the state restored above is what makes it exact
+    resumed, straight = _epochs(out)[-1], _epochs(uninterrupted)[-1]
+    assert resumed["train_nll"] != pytest.approx(straight["train_nll"], rel=1e-6, abs=0)
+    assert resumed["valid_nll"] != pytest.approx(straight["valid_nll"], rel=1e-6, abs=0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -359,7 +414,9 @@ def test_agents_dir_errors_name_the_fix(world, trained, tmp_path, capsys):
     assert "name the agents directory" in capsys.readouterr().err
     other = make_world(tmp_path / "other", n_users=6)  # another split: the agents must be refused
     assert main(["simulate", "--split", str(other.split.path), "--rater", f"agents:{trained}", "--days", "1"]) == 2
-    assert "were trained on split" in capsys.readouterr().err
+    assert "made from another split" in capsys.readouterr().err
+    with pytest.raises(ArtifactError, match="made from another persona set"):
+        PersonaAgents.load(trained, world.split, other.pset, world.index)
 
 
 def test_watches_become_memories_of_their_session_only(world, trained):

