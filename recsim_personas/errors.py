@@ -44,6 +44,13 @@ class UnknownUserError(RecsimPersonasError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnknownItemError(RecsimPersonasError, KeyError):
+    """An item id is not in the catalog of the split."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
 class RaterOutputError(RecsimPersonasError, ValueError):
     """A rater returned something that is not a valid batch of rating distributions."""
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from recsim_personas.errors import DataFormatError
+from recsim_personas.errors import DataFormatError, UnknownItemError
 
 _YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
 _ARTICLE_SUFFIX = re.compile(r"^(?P<body>.+), (?P<article>The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El)$")
@@ -123,7 +123,10 @@ class ItemCatalog:
         try:
             row = self._items.loc[item_id]
         except KeyError:
-            raise KeyError(f"item_id {item_id} is not in the catalog ({len(self)} items)") from None
+            raise UnknownItemError(
+                f"item_id {item_id} is not in the catalog ({len(self)} items, ids {int(self._items.index.min())}.."
+                f"{int(self._items.index.max())}). Fix: ask for an item of this split's catalog."
+            ) from None
         cast = self._get(row, "cast")
         text = render_description(
             title=row["title"],

@@ -1,1 +1,1 @@
-"""Persona distillation (Ms/Ml), trait statistics, embeddings, clustering and the memory index (planned)."""
+"""Persona distillation (Ms/Ml), trait statistics, embeddings, clustering and the memory index."""

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from recsim_personas.data.catalog import ItemCatalog, display_title, render_description
-from recsim_personas.errors import DataFormatError
+from recsim_personas.errors import DataFormatError, RecsimPersonasError, UnknownItemError
 
 
 @pytest.mark.parametrize(
@@ -67,8 +67,9 @@ def test_catalog_lookup_and_cache():
         " Starring Someone."
     ]
     assert cat.describe(2) is cat.describe_many([2])[0]  # rendered once, then cached
-    with pytest.raises(KeyError, match="item_id 3 is not in the catalog"):
+    with pytest.raises(UnknownItemError, match=r"item_id 3 is not in the catalog \(2 items, ids 1\.\.2\)\. Fix: "):
         cat.describe(3)
+    assert issubclass(UnknownItemError, KeyError) and issubclass(UnknownItemError, RecsimPersonasError)
     with pytest.raises(DataFormatError, match=r"lacks columns \['genres'\].*Fix: "):
         ItemCatalog(items.drop(columns="genres"))
 
