@@ -54,7 +54,7 @@ from recsim_personas.agents.prompt import PromptBuilder, PromptConfig
 from recsim_personas.agents.rater import N_LEVELS, as_requests
 from recsim_personas.agents.rating_tokens import parse_rating
 from recsim_personas.agents.train_config import ANCHORS, prompt_config
-from recsim_personas.artifacts import manifest_digest
+from recsim_personas.artifacts import has_manifest, manifest_digest
 from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError, unknown_choice
 from recsim_personas.personas.memory import MemoryHit
 
@@ -251,7 +251,7 @@ class PersonaAgents:
             )
         pset = load_persona_set(directory, split_id=split.split_id)
         index = None
-        if (Path(directory) / "memory" / "manifest.json").is_file():
+        if has_manifest(Path(directory) / "memory"):
             index = MemoryIndex.load(Path(directory) / "memory", personas_manifest=manifest_digest(directory))
         return cls.load(
             path, split, pset, index, memories=memories, batch_size=batch_size, cache_dir=cache_dir, dtype=dtype

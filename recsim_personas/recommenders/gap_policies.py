@@ -111,11 +111,12 @@ def build_policy(
         return make_policy(
             name, n_items=world.n_items, slate_size=slate_size, popularity=world.item_popularity, seed=seed
         )
+    from recsim_personas.artifacts import has_manifest
     from recsim_personas.errors import ArtifactError
     from recsim_personas.recommenders.recbole_policy import RecBolePolicy, read_model_manifest, train_recbole
 
     target = Path(models_dir) / config.model if models_dir is not None else None
-    if target is not None and (target / "manifest.json").is_file():
+    if target is not None and has_manifest(target):
         try:
             manifest = read_model_manifest(target)
             if manifest["split_id"] == split.split_id and manifest["config"] == config.to_dict():
