@@ -67,9 +67,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     for key, value in [*tensors.items(), *rest.get("scalars", {}).items()]:
         index, name = key.split("/", 1)
         state.setdefault(int(index), {})[name] = value
-    groups = [{k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in rest.get("param_groups", [])]
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        optimizer.load_state_dict({"state": state, "param_groups": rest.get("param_groups", [])})
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ArtifactError(f"the optimiser state of the checkpoint does not fit this adapter ({exc}).") from exc
 

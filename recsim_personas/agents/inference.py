@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsim_personas.agents.backbones import CausalRatingBackbone, EncoderRatingBackbone, prompt_rows
 from recsim_personas.errors import ConfigError
 
 
@@ -123,8 +124,6 @@ def rating_distributions(
     Returns:
         float64 (n, 5), column ``k`` = P(rating ``k + 1``).
     """
-    from recsim_personas.agents.backbones import CausalRatingBackbone, EncoderRatingBackbone, prompt_rows
-
     backbone = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not isinstance(backbone, CausalRatingBackbone | EncoderRatingBackbone):
         raise ConfigError(f"expected a rating backbone or a PEFT model of one, got {type(backbone).__name__}.")

@@ -131,8 +131,12 @@ class PersonaAgents:
             self.model.to(torch_dtype(resolve_inference_dtype(dtype, self.kind)))
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.anchored = prior is not None
-        label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[variant]
-        self.name = name or f"{self.kind} {label} mem{self.memories} {anchor_label(prior)}"
+        self.name = name or self.default_name()
+
+    def default_name(self) -> str:
+        """The report label of these agents as they are now, e.g. ``"encoder persona-LoRA mem1 anchored"``."""
+        label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[self.variant]
+        return f"{self.kind} {label} mem{self.memories} {anchor_label(self.prior)}"
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod

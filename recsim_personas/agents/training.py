@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsim_personas._io import sha256_file, write_json
+from recsim_personas._io import write_json
 from recsim_personas.agents.adapters import (
     adapter_state,
     base_fingerprint,
@@ -64,7 +64,7 @@ from recsim_personas.agents.prior import AnchorPrior, out_of_fold_log_probs
 from recsim_personas.agents.prompt import PromptBuilder
 from recsim_personas.agents.raft import RaftConfig, RaftExample, raft_examples
 from recsim_personas.agents.train_config import LoraTrainConfig, prompt_config
-from recsim_personas.artifacts import has_manifest
+from recsim_personas.artifacts import file_digests, has_manifest
 from recsim_personas.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def train_agents(
     files = {}
     for name in names:
         d = out / "adapters" / name
-        files[name] = {p.name: sha256_file(p) for p in sorted(d.iterdir()) if p.is_file()}
+        files[name] = file_digests(d, sorted(p.name for p in d.iterdir() if p.is_file()))
     body = {
         "kind": kind,
         "prompt": dataclasses.asdict(builder.cfg),

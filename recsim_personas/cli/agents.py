@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from recsim_personas.agents.agent_artifact import load_world
 from recsim_personas.agents.backbone_config import BackboneConfig
 from recsim_personas.agents.precision import INFERENCE_DTYPES
 from recsim_personas.agents.train_config import ANCHORS, LoraTrainConfig
@@ -83,13 +83,6 @@ def register_agents(
     ev.add_argument("--out", default=None, help="directory for agents_fidelity.md/.json/.png")
     ev.set_defaults(func=cmd_agents_eval)
     return agents
-
-
-def load_world(split_dir: str, personas_dir: str, *, need_clusters: bool = True, need_index: bool = True) -> Any:
-    """See :func:`recsim_personas.agents.agent_artifact.load_world` (imported here lazily: it needs pandas)."""
-    from recsim_personas.agents.agent_artifact import load_world as load
-
-    return load(split_dir, personas_dir, need_clusters=need_clusters, need_index=need_index)
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -175,7 +168,7 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
             runs.append(args.memories)
         for k in runs:
             agents.memories = k
-            agents.name = _label(agents)
+            agents.name = agents.default_name()
             if len(args.agents) > 1:  # several artifacts may share a label: name the directory
                 agents.name += f" [{Path(directory).name}]"
             report.entries.append(
@@ -223,10 +216,3 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
         )
     emit_report(args, report)
     return 0
-
-
-def _label(agents: Any) -> str:
-    from recsim_personas.agents.persona_agents import anchor_label
-
-    label = {"persona": "persona-LoRA", "single": "single-LoRA", "prompt": "prompt-only"}[agents.variant]
-    return f"{agents.kind} {label} mem{agents.memories} {anchor_label(agents.prior)}"
