@@ -30,8 +30,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The demo: the paper's protocol split of ML-100K, the classical raters' fidelity table, then offline
-# persona distillation, persona clustering (elbow plot), the FAISS memory index, 30 simulated days, and the
-# offline-vs-simulated gap report of five recommenders (Random, Popular, RecBole BPR, LightGCN, SASRec).
+# persona distillation, persona clustering (elbow plot), the FAISS memory index, the choice model and sessions
+# fitted on the logs with the simulator's fidelity suite, 30 simulated days, and the offline-vs-simulated gap
+# report of five recommenders (Random, Popular, RecBole BPR, LightGCN, SASRec).
 # Data comes from $$RECSIM_PERSONAS_DATA_DIR when set, else the user cache, else a GroupLens download.
 demo: $(STAMP)
 	$(BIN)/recsim-personas data prepare --dataset ml-100k --out $(DEMO_DIR)/split --users 200 --seed 0
@@ -42,8 +43,10 @@ demo: $(STAMP)
 	$(BIN)/recsim-personas personas index --personas $(DEMO_DIR)/personas --split $(DEMO_DIR)/split
 	$(BIN)/recsim-personas agents train --split $(DEMO_DIR)/split --personas $(DEMO_DIR)/personas --backbone encoder --variant persona --memories 1 --anchor bias --max-train 300 --max-valid 100 --out $(DEMO_DIR)/agents
 	$(BIN)/recsim-personas agents eval --split $(DEMO_DIR)/split --personas $(DEMO_DIR)/personas --agents $(DEMO_DIR)/agents --raters bias,mf --max-test 300 --out $(DEMO_DIR)/agents_fidelity
-	$(BIN)/recsim-personas simulate --split $(DEMO_DIR)/split --days 30 --policy random --seed 0
-	$(BIN)/recsim-personas benchmark --split $(DEMO_DIR)/split --rater $(GAP_RATER) --policies random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec --seeds 0,1,2 --days 30 --out $(DEMO_DIR)/gap
+	$(BIN)/recsim-personas choice fit --split $(DEMO_DIR)/split --out $(DEMO_DIR)/choice --overwrite
+	$(BIN)/recsim-personas fidelity --split $(DEMO_DIR)/split --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/fidelity_suite
+	$(BIN)/recsim-personas simulate --split $(DEMO_DIR)/split --days 30 --policy random --seed 0 --choice $(DEMO_DIR)/choice
+	$(BIN)/recsim-personas benchmark --split $(DEMO_DIR)/split --rater $(GAP_RATER) --policies random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec --seeds 0,1,2 --days 30 --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/gap
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

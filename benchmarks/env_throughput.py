@@ -44,6 +44,8 @@ class Args:
     """items per page"""
     seed: int = 0
     """environment and policy seed"""
+    choices: list[str] = field(default_factory=lambda: ["fitted", "handset"])
+    """the users' choice models (with the sessions that go with each), measured side by side"""
     out: str = "runs/bench/env"
     """report directory"""
 
@@ -58,6 +60,7 @@ def parse() -> Args:
     p.add_argument("--vector-steps", type=int, default=defaults.vector_steps)
     p.add_argument("--repeats", type=int, default=defaults.repeats)
     p.add_argument("--slate-size", type=int, default=defaults.slate_size)
+    p.add_argument("--choices", nargs="+", default=defaults.choices)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--out", default=defaults.out)
     return Args(**vars(p.parse_args()))
@@ -159,14 +162,16 @@ if __name__ == "__main__":
         split = Split.load(args.split)
     else:
         split, _ = prepare_split(ProtocolConfig(seed=0), out / "split", data_dir=args.data_dir)
-    world = make_world(split, "bias")
+    worlds = {choice: make_world(split, "bias", choice=choice) for choice in args.choices}
+    world = worlds[args.choices[0]]
     build_seconds = time.perf_counter() - t0
 
     runs: dict[str, list[dict]] = {}
     for _ in range(args.repeats):  # round-robin, so every configuration sees the same machine noise
-        runs.setdefault("single", []).append(measure_single(world, args))
-        for n in args.num_envs:
-            runs.setdefault(f"vector-{n}", []).append(measure_vector(world, args, n))
+        for choice, w in worlds.items():
+            runs.setdefault(f"{choice}/single", []).append({**measure_single(w, args), "choice": choice})
+            for n in args.num_envs:
+                runs.setdefault(f"{choice}/vector-{n}", []).append({**measure_vector(w, args, n), "choice": choice})
 
     rate_keys = ("env_steps_per_s", "transitions_per_s", "end_to_end_transitions_per_s", "rater_share")
     results = []
@@ -195,17 +200,30 @@ if __name__ == "__main__":
         "",
         f"ML-100K protocol split ({world.n_users} users, {world.n_items} items), bias rater, random policy,"
         f" slate size {args.slate_size}; median of {args.repeats} round-robin rounds on {os.cpu_count()} CPUs."
-        f" Loading the split and fitting the rater took {build_seconds:.2f} s (once).",
+        f" Loading the split, fitting the rater and the choice models took {build_seconds:.2f} s (once).",
         "",
-        "| environment | num_envs | env steps/s | transitions/s | transitions/s incl. policy | rater share |"
+        "| choice | environment | num_envs | env steps/s | transitions/s | transitions/s incl. policy | rater share |"
         " mean rater batch |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['env']} | {r['num_envs']} | {r['env_steps_per_s']:,.0f} | {r['transitions_per_s']:,.0f} |"
-            f" {r['end_to_end_transitions_per_s']:,.0f} | {r['rater_share']:.0%} | {r['mean_rater_batch']:.1f} |"
+            f"| {r['choice']} | {r['env']} | {r['num_envs']} | {r['env_steps_per_s']:,.0f} |"
+            f" {r['transitions_per_s']:,.0f} | {r['end_to_end_transitions_per_s']:,.0f} | {r['rater_share']:.0%} |"
+            f" {r['mean_rater_batch']:.1f} |"
         )
+    if len(args.choices) > 1:
+        base = args.choices[-1]
+        by_name = {r["name"]: r for r in results}
+        lines.append("")
+        for r in results:
+            if r["choice"] == base:
+                continue
+            other = by_name[r["name"].replace(f"{r['choice']}/", f"{base}/")]
+            ratio = r["env_steps_per_s"] / other["env_steps_per_s"]
+            lines.append(
+                f"- {r['env']} with {r['num_envs']} env(s): {r['choice']} runs at {ratio:.2f}× the steps/s of {base}."
+            )
     lines += [
         "",
         "*env steps/s*: calls of `step` per second (time inside `reset`/`step` only); *transitions/s*:"

@@ -9,7 +9,7 @@ themselves:
 - :mod:`recsim_personas.agents` — the :class:`~recsim_personas.agents.rater.Rater` contract, classical
   raters and the fidelity evaluation.
 - :mod:`recsim_personas.envs` — the Mesa population and the Gymnasium environments
-  (``gymnasium.make("recsim_personas/MovieLens-v0", split=DIR)``, ``gymnasium.make_vec(...)``).
+  (``gymnasium.make("recsim_personas/MovieLens-v1", split=DIR)``, ``gymnasium.make_vec(...)``).
 - :mod:`recsim_personas.personas`, :mod:`recsim_personas.recommenders` — persona distillation and
   recommender policies.
 """
@@ -18,13 +18,17 @@ import gymnasium
 
 __version__ = "0.1.0"
 
-ENV_IDS = ("recsim_personas/MovieLens-v0",)
+ENV_IDS = ("recsim_personas/MovieLens-v1", "recsim_personas/MovieLens-v0")
+"""The environment ids, newest first: v1's users choose with the choice model and sessions fitted on the logs;
+v0's with the hand-set formula and sessions (``choice="handset"``)."""
 
-if ENV_IDS[0] not in gymnasium.registry:
-    gymnasium.register(
-        id=ENV_IDS[0],
-        entry_point="recsim_personas.envs.movielens_env:MovieLensEnv",
-        vector_entry_point="recsim_personas.envs.vector:MovieLensVectorEnv",
-    )
+for _env_id, _kwargs in zip(ENV_IDS, ({}, {"choice": "handset"}), strict=True):
+    if _env_id not in gymnasium.registry:
+        gymnasium.register(
+            id=_env_id,
+            entry_point="recsim_personas.envs.movielens_env:MovieLensEnv",
+            vector_entry_point="recsim_personas.envs.vector:MovieLensVectorEnv",
+            kwargs=_kwargs,
+        )
 
 __all__ = ["ENV_IDS", "__version__"]

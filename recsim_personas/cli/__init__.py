@@ -8,8 +8,9 @@ status 2.
 
 Modules: :mod:`.data` (``data prepare`` / ``data info``), :mod:`.eval` (``eval``), :mod:`.personas`
 (``personas distill`` / ``cluster`` / ``index``), :mod:`.agents` (``agents train`` / ``eval``), :mod:`.simulate`
-(``simulate``), :mod:`.benchmark` (``benchmark``); :mod:`._options` generates options from the config
-dataclasses. Heavy libraries are imported inside the handlers, so ``recsim-personas --help`` is fast.
+(``simulate``), :mod:`.benchmark` (``benchmark``), :mod:`.choice` (``choice fit``, ``fidelity``);
+:mod:`._options` generates options from the config dataclasses. Heavy libraries are imported inside the
+handlers, so ``recsim-personas --help`` is fast.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``recsim-personas`` parser with every subcommand."""
     from recsim_personas.cli.agents import register_agents
     from recsim_personas.cli.benchmark import register_benchmark
+    from recsim_personas.cli.choice import register_choice
     from recsim_personas.cli.data import register_data
     from recsim_personas.cli.eval import register_eval
     from recsim_personas.cli.personas import register_personas
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_personas,
         register_simulate,
         register_benchmark,
+        register_choice,
         register_agents,
     ):
         register(sub, common)

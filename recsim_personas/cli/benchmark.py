@@ -64,7 +64,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         )
     # validates every policy name, the seeds and the session options before any work; --rater is resolved by the
     # simulation factory (make_world): classical raters by name, agents:DIR loads the persona agents
-    config = args.gap_options.build(args, session=session_config_from(args))
+    base = None
+    if args.session_config or args.session_options.given(args):
+        # single --session-* flags apply on top of the sessions that go with the choice model
+        from recsim_personas.envs.world import choice_sessions
+
+        base = choice_sessions(args.gap_options.given(args).get("choice", GapConfig.choice), args.split)
+    config = args.gap_options.build(args, session=session_config_from(args, base))
     report = run_gap_benchmark(
         args.split,
         config,

@@ -39,10 +39,18 @@ def add_session_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(session_options=add_config_options(group, SessionConfig, prefix="session-"))
 
 
-def session_config_from(args: argparse.Namespace) -> Any:
-    """The :class:`~recsim_personas.envs.session.SessionConfig` of the parsed ``--session-*`` options."""
-    base = load_config_file(args.session_config, "session config") if args.session_config else None
-    return args.session_options.build(args, base)
+def session_config_from(args: argparse.Namespace, base: Any = None) -> Any:
+    """The :class:`~recsim_personas.envs.session.SessionConfig` of the parsed ``--session-*`` options.
+
+    The file's fields and the single flags apply on top of ``base`` (the sessions that go with the choice
+    model, e.g. ``world.session_config``; the dataclass defaults when ``None``). Without any session option
+    the result is ``base`` itself (``None`` included: the world's own sessions then apply).
+    """
+    file = load_config_file(args.session_config, "session config") if args.session_config else None
+    if file is None and not args.session_options.given(args):
+        return base
+    start = base.to_dict() if base is not None else {}
+    return args.session_options.build(args, {**start, **(file or {})})
 
 
 def register_simulate(
@@ -65,6 +73,11 @@ def register_simulate(
     p.add_argument("--days", type=positive_int, default=30, help="days to simulate (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="root seed of the run (default: 0)")
     p.add_argument("--slate-size", type=positive_int, default=10, help="items per page (default: 10)")
+    p.add_argument(
+        "--choice",
+        default="fitted",
+        help="how users choose: fitted (default; fitted on the split's history), handset, or a `choice fit` directory",
+    )
     add_session_options(p)
     p.set_defaults(func=cmd_simulate)
     return p
@@ -79,6 +92,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from recsim_personas.cli._output import emit
     from recsim_personas.data import load_split
     from recsim_personas.envs.model import Population
+    from recsim_personas.envs.session import SessionConfig
     from recsim_personas.envs.world import make_world
     from recsim_personas.errors import ConfigError, unknown_choice
     from recsim_personas.recommenders.policies import POLICIES, make_policy
@@ -88,10 +102,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {args.seed!r}.")
     split = load_split(args.split)
-    world = make_world(split, args.rater)
+    world = make_world(split, args.rater, choice=args.choice)
     if args.slate_size > world.n_items:
         raise ConfigError(f"--slate-size {args.slate_size} exceeds the split's {world.n_items} items.")
-    config = session_config_from(args)
+    config = session_config_from(args, world.session_config) or SessionConfig()
     population_seed, policy_seed = np.random.SeedSequence(args.seed).spawn(2)
     population = Population(world, config, rng=np.random.default_rng(population_seed))
     policy = make_policy(
@@ -110,6 +124,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "users": world.n_users,
         "items": world.n_items,
         "rater": world.rater_name,
+        "choice": getattr(world.choice, "name", "handset"),
         "policy": policy.name,
         "days": args.days,
         "seed": args.seed,

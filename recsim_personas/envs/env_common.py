@@ -57,13 +57,14 @@ def env_settings(
     history_len: Any,
     reward_mode: Any,
     render_mode: Any,
+    choice: Any = None,
 ) -> EnvSettings:
     """Validate the environment arguments shared by the single and the vector environment.
 
     Raises:
         ConfigError: names the argument and the bad value.
     """
-    w = as_world(split, rater, world)
+    w = as_world(split, rater, world, choice)
     if session_config is not None and not isinstance(session_config, SessionConfig):
         raise ConfigError(f"session_config must be a SessionConfig, got {type(session_config).__name__}.")
     for name, value in (("slate_size", slate_size), ("history_len", history_len)):
@@ -75,7 +76,8 @@ def env_settings(
         raise unknown_choice("reward", str(reward_mode), REWARD_MODES)
     if render_mode is not None:
         raise ConfigError(f"render_mode {render_mode!r} is not supported; this environment does not render.")
-    return EnvSettings(w, session_config or SessionConfig(), int(slate_size), int(history_len), str(reward_mode))
+    config = session_config or w.session_config or SessionConfig()
+    return EnvSettings(w, config, int(slate_size), int(history_len), str(reward_mode))
 
 
 class SessionEnvBase:
@@ -86,7 +88,10 @@ class SessionEnvBase:
         split: a split directory, a loaded ``Split``, or a ``World`` from ``make_world``.
         rater: a classical rater's name (default ``"bias"``), ``"agents:DIR"``, or a Rater (not with a world).
         world: a ``World`` to share one load between environments.
-        session_config: behaviour coefficients (default :class:`~recsim_personas.envs.session.SessionConfig`).
+        session_config: behaviour coefficients (default: the session behaviour fitted with the world's choice
+            model, else :class:`~recsim_personas.envs.session.SessionConfig`'s hand-set defaults).
+        choice: how the users choose what to watch when the world is built here: ``"fitted"`` (default),
+            ``"handset"`` or a saved choice model's directory (with ``world=``, it must be the world's own).
         slate_size: items per page.
         history_len: history entries in the observation.
         reward: ``"rating"``, ``"likes"`` or ``"watches"``.
@@ -106,8 +111,11 @@ class SessionEnvBase:
         history_len: int = 20,
         reward: str = "rating",
         render_mode: str | None = None,
+        choice: Any = None,
     ) -> None:
-        self.settings = env_settings(split, rater, world, session_config, slate_size, history_len, reward, render_mode)
+        self.settings = env_settings(
+            split, rater, world, session_config, slate_size, history_len, reward, render_mode, choice
+        )
         self.world: World = self.settings.world
         self.config: SessionConfig = self.settings.config
         self.slate_size, self.history_len = self.settings.slate_size, self.settings.history_len

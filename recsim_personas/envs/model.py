@@ -35,6 +35,7 @@ from mesa.experimental.devs import DEVSimulator, Priority
 from tqdm.auto import tqdm
 
 from recsim_personas.agents.rater import RaterSession, open_session
+from recsim_personas.choice.model import ChoiceSession, open_choice
 from recsim_personas.envs.metrics import DayStats, reporters, summarise
 from recsim_personas.envs.reaction import Reaction, react_page
 from recsim_personas.envs.session import SessionConfig, return_propensity, start_probability
@@ -105,9 +106,10 @@ class Population(mesa.Model):
         if config is not None and not isinstance(config, SessionConfig):
             raise ConfigError(f"config must be a SessionConfig, got {type(config).__name__}.")
         self.world = world
-        self.config = config or SessionConfig()
+        self.config = config or world.session_config or SessionConfig()
         self.state = UserTable(world)
         self.rater: RaterSession = open_session(world.rater)
+        self.choice: ChoiceSession = open_choice(world)
         self.simulator = DEVSimulator()
         self.simulator.setup(self)
         self.queue: deque[int] = deque()
@@ -117,6 +119,7 @@ class Population(mesa.Model):
         self.day_stats = DayStats()
         self._day_open = False
         self._views: list[UserView] | None = None
+        self._ended: list[tuple[np.ndarray, int, np.ndarray, np.ndarray]] = []
         self.datacollector = mesa.DataCollector(model_reporters=reporters(self))
 
     # -------------------------------------------------------------------------------------- days
@@ -217,6 +220,7 @@ class Population(mesa.Model):
             self._day_open = True
         st.in_session[user] = True
         st.pages[user] = 0
+        st.session_watches[user] = 0
         st.satisfaction[user] = 0.0
         self.day_stats.sessions += 1
 
@@ -285,7 +289,7 @@ class Population(mesa.Model):
         """:meth:`react` for input already validated (int64 rows in session, checked slates): the environments
         validate once themselves."""
         cfg = self.config
-        r = react_page(self.state, self.world, self.rater, cfg, self.rng, users, slates)
+        r = react_page(self.state, self.world, self.rater, self.choice, cfg, self.rng, users, slates)
         n, k = slates.shape
         s = self.day_stats
         s.pages += n
@@ -309,6 +313,7 @@ class Population(mesa.Model):
         st.unsat_streak[users] = streak
         st.return_prop[users] = return_propensity(streak, self.config)
         st.in_session[users] = False
+        self._ended.append((users.copy(), self.day, st.pages[users].copy(), st.session_watches[users].copy()))
         self.day_stats.unsatisfied += int(unsatisfied.sum())
 
     # ------------------------------------------------------------------------------- observation
@@ -333,6 +338,21 @@ class Population(mesa.Model):
             "history_ratings": ratings,
             "traits": self.world.trait_scores[users].astype(np.float32),
             "seen": self.state.seen[users].view(np.int8),
+        }
+
+    def ended_sessions(self) -> dict[str, np.ndarray]:
+        """The sessions that ended (by the user's decision or the page limit), in the order they ended:
+        ``user_id``, ``day``, ``pages`` and ``watches`` (int64, equal lengths). Sessions abandoned by an
+        environment reset are not among them."""
+        if not self._ended:
+            empty = np.zeros(0, dtype=np.int64)
+            return {"user_id": empty, "day": empty, "pages": empty, "watches": empty}
+        users = np.concatenate([u for u, _, _, _ in self._ended])
+        return {
+            "user_id": self.world.user_ids[users],
+            "day": np.concatenate([np.full(len(u), d, dtype=np.int64) for u, d, _, _ in self._ended]),
+            "pages": np.concatenate([p for _, _, p, _ in self._ended]).astype(np.int64),
+            "watches": np.concatenate([w for _, _, _, w in self._ended]).astype(np.int64),
         }
 
     def watches(self) -> dict[str, np.ndarray]:

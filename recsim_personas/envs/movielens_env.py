@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     pass
 
 ENV_ID = ENV_IDS[0]
-"""The registered id, ``"recsim_personas/MovieLens-v0"`` (registered by ``import recsim_personas``)."""
+"""The newest registered id, ``"recsim_personas/MovieLens-v1"`` (registered by ``import recsim_personas``)."""
 RESET_OPTIONS = ("user_id",)
 
 
@@ -38,16 +38,18 @@ class MovieLensEnv(SessionEnvBase, gym.Env[dict[str, Any], np.ndarray]):
     user, Agent4Rec-style:
 
     1. asks the rater for its rating distribution of every shown movie it has not seen (one batched call);
-    2. watches each with probability ``σ(watch_slope · (m - watch_threshold))``, where
-       ``m = (1 - w) · E + w · h`` blends the expected rating ``E`` with the movie's historical average ``h``
-       by its conformity (``w = conformity_weight · conformity``), and a movie outside the user's top genres
-       gets ``m += novelty_bonus · diversity - taste_penalty · (1 - diversity)``; seen movies are never
-       watched again;
+    2. watches each with its choice model's probability: with v1 the logistic model fitted on the logs
+       (:mod:`recsim_personas.choice`: the EASE score of its history, the movie's popularity and trend, its age,
+       the expected rating, the genre match and the user's traits); with ``choice="handset"`` (v0)
+       ``σ(watch_slope · (m - watch_threshold))``, ``m`` the expected rating blended with the movie's
+       historical average by conformity, plus a genre bonus or penalty; seen movies are never watched again;
     3. rates what it watched (a draw from the distribution by default; ``"expected"`` or ``"mode"``);
        watched movies join its history and seen set, and the rater's optional ``observe`` is called;
-    4. rates the page (``(mean rating - 3) / 2``, or -1 if it watched nothing), updates its session
-       satisfaction ``S`` (an average of this and earlier pages) and asks for another page with probability
-       ``σ(continue_bias + satisfaction_weight · S + activity_weight · (activity - 1/2) - fatigue · (page - 1))``.
+    4. updates its session satisfaction ``S`` and decides to go on or leave: with v1's fitted sessions
+       (``continue_unit="watch"``) after each watched movie, as in the timestamped logs,
+       ``σ(continue_bias + satisfaction_weight · S + activity_weight · (activity - 1/2) - fatigue · f(position))``
+       (a page where nothing was watched is one decision with the hand-set ``empty_page_satisfaction``); with
+       v0's hand-set sessions once per page, ``S`` an average of the pages' ``(mean rating - 3) / 2``.
 
     All coefficients are in :class:`~recsim_personas.envs.session.SessionConfig`
     (:mod:`recsim_personas.envs.session` has the full model).
@@ -104,20 +106,25 @@ class MovieLensEnv(SessionEnvBase, gym.Env[dict[str, Any], np.ndarray]):
     import gymnasium as gym
     import recsim_personas  # registers the ids
 
-    env = gym.make("recsim_personas/MovieLens-v0", split="runs/split", rater="bias", slate_size=10)
-    envs = gym.make_vec("recsim_personas/MovieLens-v0", num_envs=16, split="runs/split")
+    env = gym.make("recsim_personas/MovieLens-v1", split="runs/split", rater="bias", slate_size=10)
+    envs = gym.make_vec("recsim_personas/MovieLens-v1", num_envs=16, split="runs/split")
     ```
 
     - ``split``: a split directory, a loaded ``Split``, or a ``World`` from ``make_world`` (share one load
       between environments with ``world=``).
     - ``rater``: a classical rater's name (``"bias"`` by default, fitted on the split's history) or any
       object implementing the Rater protocol.
+    - ``choice``: ``"fitted"`` (v1's default: fitted on the split's history when the world is built; a few
+      seconds on ML-100K), ``"handset"`` (v0's) or a directory from ``recsim-personas choice fit``.
     - ``session_config``: a :class:`~recsim_personas.envs.session.SessionConfig` (behaviour coefficients,
-      ``max_pages``, ``rating_mode``).
+      ``max_pages``, ``rating_mode``; default: the sessions fitted with the choice model).
     - ``slate_size`` (10), ``history_len`` (20), ``reward`` (``"rating"``).
 
     ## Version History
 
+    - v1: the users choose what to watch with the choice model fitted on the logs (:mod:`recsim_personas.choice`)
+      and their sessions follow the behaviour fitted on the timestamps (:mod:`recsim_personas.envs.calibration`:
+      continue/exit per watched item). ``choice="handset"`` (the default of v0) restores v0's behaviour.
     - v0: initial version (one episode = one session of the Mesa schedule; Agent4Rec-like behaviour). Since
       0.1.0's restructuring the schedule is Mesa's event clock: sessions are taken in the order of their start
       minutes (a seed gives other trajectories than before; a session's dynamics are unchanged).

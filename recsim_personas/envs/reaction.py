@@ -19,15 +19,14 @@ import numpy as np
 from recsim_personas.agents.rater import RATINGS, check_distribution
 from recsim_personas.envs.session import (
     SessionConfig,
-    continue_probability,
+    continue_after_page,
     page_satisfaction,
     rate,
-    update_satisfaction,
-    watch_probability,
 )
 
 if TYPE_CHECKING:
     from recsim_personas.agents.rater import RaterSession
+    from recsim_personas.choice.model import ChoiceSession
     from recsim_personas.envs.state import UserTable
     from recsim_personas.envs.world import World
 
@@ -71,6 +70,7 @@ def react_page(
     table: UserTable,
     world: World,
     rater: RaterSession,
+    choice: ChoiceSession,
     cfg: SessionConfig,
     rng: np.random.Generator,
     users: np.ndarray,
@@ -82,6 +82,7 @@ def react_page(
         table: the population's state (updated in place).
         world: the simulation's inputs.
         rater: the population's rater session (asked once; told what was watched).
+        choice: the population's choice session (decides the watches; told what was watched).
         cfg: the behaviour coefficients.
         rng: the population's generator.
         users: distinct user rows, int64 (N,).
@@ -101,10 +102,7 @@ def react_page(
         dist = rater.predict(world.user_ids[ru], world.item_ids[ri])
         dist = check_distribution(dist, ru.size, source=f"rater {world.rater_name!r}")
         e = dist @ RATINGS
-        off_taste = (world.item_genres[ri] & world.user_top_genres[ru]) == 0
-        p = watch_probability(
-            e, world.item_hist_avg[ri], off_taste, False, table.conformity[ru], table.diversity[ru], cfg
-        )
+        p = choice.watch_probability(table, ru, ri, e, cfg)
         watch = rng.random(ru.size) < p
         r = np.zeros(ru.size, dtype=np.int64)
         if watch.any():
@@ -113,14 +111,17 @@ def react_page(
 
     pages = table.pages[users] + 1
     page_sat = page_satisfaction(watched, ratings, cfg)
-    sat = update_satisfaction(table.satisfaction[users], page_sat, cfg)
-    p_cont = continue_probability(sat, pages, table.activity[users], cfg)
+    sat, p_cont = continue_after_page(
+        watched, ratings, table.satisfaction[users], pages, table.session_watches[users], table.activity[users], cfg
+    )
+    table.session_watches[users] += watched.sum(axis=1)
     exited = rng.random(n) >= p_cont
     truncated = ~exited & (pages >= cfg.max_pages)
     table.pages[users] = pages
     table.satisfaction[users] = sat
     if watched.any():
         table.record(users, slates, watched, ratings)
+        choice.observe(rows[watched], slates[watched])
         rater.observe(world.user_ids[rows[watched]], world.item_ids[slates[watched]], ratings[watched])
     return Reaction(
         users=users,

@@ -1,6 +1,8 @@
 """How a simulated user behaves in a session: the coefficients and the pure decision functions.
 
-Every coefficient is hand-set (none is fitted to the logs yet). Everything here is a vectorised function of
+The defaults are hand-set; :func:`~recsim_personas.envs.calibration.fit_sessions` fits the session coefficients
+(starts, continue/exit, satisfaction memory, churn) to the MovieLens timestamps and says which ones it left
+hand-set. Everything here is a vectorised function of
 arrays (one row per concurrent session, one column per slate position) and of a frozen :class:`SessionConfig`;
 nothing holds state and nothing draws randomness except through the generator it is given.
 :func:`~recsim_personas.envs.reaction.react_page` and :class:`~recsim_personas.envs.model.Population` string
@@ -22,10 +24,22 @@ scores in [0, 1] (percentile ranks from :func:`~recsim_personas.personas.traits.
    (``rating_mode="sample"``), or is its rounded mean (``"expected"``) or its mode (``"mode"``).
 4. **Page satisfaction** (:func:`page_satisfaction`): ``(mean rating of the watched items - 3) / 2`` in
    [-1, 1], or ``empty_page_satisfaction`` when nothing on the page was watched. The session satisfaction is
-   an exponential moving average ``S ← memory · S + (1 - memory) · s_page``, starting at 0.
-5. **Continuing** (:func:`continue_probability`): after page ``t`` the user asks for another page with
-   probability ``σ(continue_bias + satisfaction_weight · S + activity_weight · (a - 1/2) - fatigue · (t - 1))``;
-   otherwise it exits. The session is cut after ``max_pages`` pages.
+   an exponential moving average ``S ← memory · S + (1 - memory) · s``, starting at 0, over pages
+   (``continue_unit="page"``, ``s`` the page satisfaction) or over watched items in slate order
+   (``continue_unit="watch"``, ``s = (rating - 3) / 2`` per item).
+5. **Continuing** (:func:`continue_after_page`): with ``g(S, t) = σ(continue_bias + satisfaction_weight · S +
+   activity_weight · (a - 1/2) - fatigue · f(t))``, where ``f(t) = t - 1`` (``fatigue_curve="linear"``) or
+   ``ln t`` (``"log"``):
+
+   - ``continue_unit="page"``: after page ``t`` the user asks for another page with probability ``g(S, t)``
+     (:func:`continue_probability`);
+   - ``continue_unit="watch"`` (the unit the logs show, see :mod:`~recsim_personas.envs.calibration`): after
+     each watched item, ``t`` = items watched in the session so far, the user would go on with probability
+     ``g(S, t)`` (``S`` updated with that item), so a page with ``m`` watched items continues with the
+     product of its ``m`` probabilities; a page where nothing was watched is one decision ``g(S', max(t, 1))``
+     with ``S'`` updated by ``empty_page_satisfaction`` (hand-set: the logs have no empty pages).
+
+   Otherwise the user exits. The session is cut after ``max_pages`` pages.
 6. **Churn** (:func:`return_propensity`): a session that ends with ``S < unsatisfied_below`` is
    *unsatisfied*. After ``k`` unsatisfied sessions in a row the return propensity is
    ``ρ = max(churn_floor, churn_decay ** (k - churn_patience + 1))`` once ``k ≥ churn_patience`` (else 1); a
@@ -46,8 +60,17 @@ from recsim_personas.errors import ConfigError, config_from_dict, unknown_choice
 
 RatingMode = Literal["sample", "expected", "mode"]
 RewardMode = Literal["rating", "likes", "watches"]
+ContinueUnit = Literal["page", "watch"]
+FatigueCurve = Literal["linear", "log"]
 RATING_MODES: tuple[str, ...] = ("sample", "expected", "mode")
 REWARD_MODES: tuple[str, ...] = ("rating", "likes", "watches")
+CONTINUE_UNITS: tuple[str, ...] = ("page", "watch")
+FATIGUE_CURVES: tuple[str, ...] = ("linear", "log")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "rating_mode": RATING_MODES,
+    "continue_unit": CONTINUE_UNITS,
+    "fatigue_curve": FATIGUE_CURVES,
+}
 
 
 @dataclass(frozen=True)
@@ -65,11 +88,14 @@ class SessionConfig:
         rating_mode: ``"sample"`` (draw from the distribution), ``"expected"`` (rounded mean) or ``"mode"``.
         like_threshold: ratings at or above it count as likes.
         empty_page_satisfaction: page satisfaction when nothing on the page was watched, in [-1, 1].
-        satisfaction_memory: weight of earlier pages in the session satisfaction, in [0, 1).
-        continue_bias: logit of asking for another page for a neutral, medium-active user on page 1.
+        satisfaction_memory: weight of earlier pages (or watched items) in the session satisfaction, in [0, 1).
+        continue_bias: logit of going on for a neutral, medium-active user after its first page (or item).
         satisfaction_weight: logit gained per unit of session satisfaction.
         activity_weight: logit gained from the most active vs the least active user (centred at 1/2).
-        fatigue: logit lost per page already seen.
+        fatigue: logit lost per unit of ``f(t)``, ``t`` the pages seen (or items watched) so far.
+        fatigue_curve: ``f``: ``"linear"`` (``t - 1``) or ``"log"`` (``ln t``).
+        continue_unit: ``"page"`` (one continue/exit decision per page) or ``"watch"`` (one per watched item,
+            as fitted by :func:`~recsim_personas.envs.calibration.fit_sessions`; see the module docstring).
         max_pages: pages per session at most (the session is truncated there).
         page_minutes: minutes a page takes (looking at it, watching, rating): the clock on which concurrent
             sessions interleave in :meth:`~recsim_personas.envs.model.Population.run_days`.
@@ -94,6 +120,8 @@ class SessionConfig:
     satisfaction_weight: float = 2.0
     activity_weight: float = 2.0
     fatigue: float = 0.25
+    fatigue_curve: FatigueCurve = "linear"
+    continue_unit: ContinueUnit = "page"
     max_pages: int = 10
     page_minutes: int = 2
     unsatisfied_below: float = 0.0
@@ -104,7 +132,9 @@ class SessionConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "rating_mode":
+            if f.name in _CHOICES:
+                if value not in _CHOICES[f.name]:
+                    raise unknown_choice(f"SessionConfig.{f.name}", str(value), _CHOICES[f.name])
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ConfigError(f"SessionConfig.{f.name} must be a finite number, got {value!r}.")
@@ -120,8 +150,6 @@ class SessionConfig:
         _check_range("watch_threshold", self.watch_threshold, 1.0, 5.0)
         if self.watch_slope <= 0:
             raise ConfigError(f"SessionConfig.watch_slope must be > 0, got {self.watch_slope!r}.")
-        if self.rating_mode not in RATING_MODES:
-            raise unknown_choice("SessionConfig.rating_mode", str(self.rating_mode), RATING_MODES)
         if not isinstance(self.like_threshold, int) or not 1 <= self.like_threshold <= N_LEVELS:
             raise ConfigError(f"SessionConfig.like_threshold must be an integer in 1..5, got {self.like_threshold!r}.")
         _check_range("empty_page_satisfaction", self.empty_page_satisfaction, -1.0, 1.0)
@@ -250,26 +278,93 @@ def update_satisfaction(previous: np.ndarray, page: np.ndarray, cfg: SessionConf
     return cfg.satisfaction_memory * np.asarray(previous) + (1.0 - cfg.satisfaction_memory) * np.asarray(page)
 
 
+def fatigue_position(position: np.ndarray, cfg: SessionConfig) -> np.ndarray:
+    """``f(t)`` of the continue logit: ``t - 1`` (``fatigue_curve="linear"``) or ``ln t`` (``"log"``).
+
+    Args:
+        position: pages seen (or items watched) so far, ≥ 1, int or float (...,).
+
+    Returns:
+        an array of the shape of ``position`` (int for ``"linear"`` on int input, else float64), 0 at ``t = 1``.
+    """
+    if cfg.fatigue_curve == "log":
+        return np.log(np.asarray(position, dtype=np.float64))
+    return np.asarray(position) - 1
+
+
 def continue_probability(
     satisfaction: np.ndarray, pages: np.ndarray, activity: np.ndarray, cfg: SessionConfig
 ) -> np.ndarray:
-    """Probability of asking for another page.
+    """Probability of going on after a page (or, with ``continue_unit="watch"``, after a watched item).
 
     Args:
-        satisfaction: session satisfaction after the page, float (n,).
-        pages: pages seen so far including this one (≥ 1), int (n,).
+        satisfaction: session satisfaction after the page (item), float (n,).
+        pages: pages seen (items watched) so far including this one (≥ 1), int (n,).
         activity: activity scores in [0, 1], float (n,).
 
     Returns:
-        float64 (n,) in (0, 1).
+        float64 (n,) in (0, 1): ``σ(continue_bias + satisfaction_weight · S + activity_weight · (a - 1/2)
+        - fatigue · f(t))``.
     """
     logit = (
         cfg.continue_bias
         + cfg.satisfaction_weight * np.asarray(satisfaction)
         + cfg.activity_weight * (np.asarray(activity) - 0.5)
-        - cfg.fatigue * (np.asarray(pages) - 1)
+        - cfg.fatigue * fatigue_position(pages, cfg)
     )
     return sigmoid(logit)
+
+
+def continue_after_page(
+    watched: np.ndarray,
+    ratings: np.ndarray,
+    satisfaction: np.ndarray,
+    pages: np.ndarray,
+    watches: np.ndarray,
+    activity: np.ndarray,
+    cfg: SessionConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Session satisfaction after a page and the probability of asking for another one.
+
+    With ``continue_unit="page"``: :func:`update_satisfaction` with :func:`page_satisfaction`, then
+    :func:`continue_probability` at ``pages``. With ``"watch"``: the satisfaction is updated per watched item
+    in slate order (``s = (rating - 3) / 2``), and the page continues with the product over its watched items
+    of :func:`continue_probability` at the item's position in the session (``watches`` + its rank among the
+    page's watched items); a page with nothing watched is one decision, after updating the satisfaction with
+    ``empty_page_satisfaction`` (hand-set), at position ``max(watches, 1)``. See the module docstring.
+
+    Args:
+        watched: bool (n, k).
+        ratings: int (n, k), ratings of the watched items (other entries ignored).
+        satisfaction: session satisfaction before the page, float (n,).
+        pages: pages seen so far including this one (≥ 1), int (n,).
+        watches: items watched in the session before this page, int (n,).
+        activity: activity scores in [0, 1], float (n,).
+
+    Returns:
+        ``(satisfaction, p_continue)``: float64 (n,) each — the session satisfaction after the page and the
+        probability of asking for another page, in (0, 1).
+    """
+    if cfg.continue_unit == "page":
+        sat = update_satisfaction(satisfaction, page_satisfaction(watched, ratings, cfg), cfg)
+        return sat, continue_probability(sat, pages, activity, cfg)
+    m = cfg.satisfaction_memory
+    sat = np.asarray(satisfaction, dtype=np.float64).copy()
+    position = np.asarray(watches, dtype=np.int64).copy()
+    p_cont = np.ones(sat.shape[0], dtype=np.float64)
+    item_sat = (np.asarray(ratings, dtype=np.float64) - 3.0) / 2.0
+    for j in range(watched.shape[1]):
+        w = watched[:, j]
+        sat = np.where(w, m * sat + (1.0 - m) * item_sat[:, j], sat)
+        position = position + w
+        p_item = continue_probability(sat, np.maximum(position, 1), activity, cfg)
+        p_cont = np.where(w, p_cont * p_item, p_cont)
+    empty = ~watched.any(axis=1)
+    if empty.any():
+        sat = np.where(empty, m * sat + (1.0 - m) * cfg.empty_page_satisfaction, sat)
+        p_empty = continue_probability(sat, np.maximum(position, 1), activity, cfg)
+        p_cont = np.where(empty, p_empty, p_cont)
+    return sat, p_cont
 
 
 # ------------------------------------------------------------------------------------------------ reward

@@ -38,6 +38,8 @@ class UserTable:
         scheduled: a session is scheduled or waiting to be served, bool (n_users,).
         in_session: a session is being served, bool (n_users,).
         pages: pages shown in the current (or last) session, int64 (n_users,).
+        session_watches: items watched in the current (or last) session, int64 (n_users,) (the position of the
+            ``continue_unit="watch"`` decisions, :func:`~recsim_personas.envs.session.continue_after_page`).
         satisfaction: satisfaction of the current (or last) session, float64 (n_users,).
         unsat_streak: sessions in a row that ended unsatisfied, int64 (n_users,).
         return_prop: factor on the daily session probability, float64 (n_users,) in (0, 1].
@@ -62,6 +64,7 @@ class UserTable:
         self.scheduled = np.zeros(n_users, dtype=bool)
         self.in_session = np.zeros(n_users, dtype=bool)
         self.pages = np.zeros(n_users, dtype=np.int64)
+        self.session_watches = np.zeros(n_users, dtype=np.int64)
         self.satisfaction = np.zeros(n_users, dtype=np.float64)
         self.unsat_streak = np.zeros(n_users, dtype=np.int64)
         self.return_prop = np.ones(n_users, dtype=np.float64)

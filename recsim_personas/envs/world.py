@@ -11,6 +11,7 @@ never lives here: each :class:`~recsim_personas.envs.model.Population` owns its 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -22,7 +23,10 @@ from recsim_personas.errors import ConfigError, UnknownUserError, unknown_choice
 
 if TYPE_CHECKING:
     from recsim_personas.agents.rater import Rater
+    from recsim_personas.choice.config import ChoiceConfig
+    from recsim_personas.choice.model import ChoiceModel
     from recsim_personas.data.protocol import Split
+    from recsim_personas.envs.session import SessionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +87,15 @@ class World:
         history_ratings: per user, the matching ratings 1..5 (int64 arrays).
         rater: the rater every user shares.
         split_id: id of the split it was built from, if known.
+        choice: how the users decide what to watch (a :class:`~recsim_personas.choice.model.ChoiceModel`:
+            the fitted model by default, or the hand-set formula).
+        session_config: the session behaviour fitted with the choice model
+            (:class:`~recsim_personas.envs.session.SessionConfig`), the environments' default; ``None`` keeps
+            the hand-set defaults.
+        user_ref_day: the day (unix days) of each user's latest train rating, int64 (n_users,).
+        user_genre_share: each user's genre shares over its train ratings (columns in :attr:`genres` order),
+            float64 (n_users, n_genres).
+        item_year: each item's release year (missing ones filled with the median), float64 (n_items,).
     """
 
     item_ids: np.ndarray
@@ -98,6 +111,11 @@ class World:
     history_ratings: tuple[np.ndarray, ...]
     rater: Rater
     split_id: str | None = None
+    choice: ChoiceModel | None = None
+    session_config: SessionConfig | None = None
+    user_ref_day: np.ndarray | None = None
+    user_genre_share: np.ndarray | None = None
+    item_year: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Shared by every population and environment built on it: make the arrays read-only.
@@ -178,7 +196,89 @@ def resolve_rater(rater: str | Rater, split: Split) -> Rater:
     return rater
 
 
-def make_world(split: str | os.PathLike[str] | Split, rater: str | Rater = "bias") -> World:
+CHOICES: tuple[str, ...] = ("fitted", "handset")
+"""The named choice models (any other string is read as the path of a saved ``choice/`` directory)."""
+
+
+def resolve_choice(
+    choice: str | os.PathLike[str] | ChoiceModel, split: Split, config: ChoiceConfig | None = None
+) -> tuple[ChoiceModel, SessionConfig | None]:
+    """A ready choice model and the session behaviour that goes with it.
+
+    Args:
+        choice: ``"fitted"`` (fitted on ``split``'s history now, with the session behaviour; a few seconds on
+            ML-100K), ``"handset"`` (the hand-set formula and the hand-set sessions), the path of a directory
+            saved by ``recsim-personas choice fit`` (checked against ``split``), or a ChoiceModel object.
+        split: the loaded split.
+        config: fitting settings for ``"fitted"``.
+
+    Returns:
+        ``(choice model, fitted SessionConfig or None)``.
+
+    Raises:
+        ConfigError: an unknown name that is not a directory either, or ``config`` without ``"fitted"``.
+        ArtifactError: a saved choice model that is damaged or was fitted on another split.
+    """
+    from pathlib import Path
+
+    from recsim_personas.choice.model import FittedChoice, HandsetChoice, read_sessions
+
+    if config is not None and choice != "fitted":
+        raise ConfigError(f"choice_config applies to choice='fitted' only, not to choice={choice!r}.")
+    if isinstance(choice, str) and choice == "handset":
+        return HandsetChoice(), None
+    if isinstance(choice, str) and choice == "fitted":
+        from recsim_personas.choice.fit import fit_choice
+        from recsim_personas.envs.calibration import fit_split_sessions
+
+        return fit_choice(split, config), fit_split_sessions(split).config
+    if isinstance(choice, str | os.PathLike):
+        path = Path(choice)
+        if not path.exists():
+            raise unknown_choice("choice", str(choice), [*CHOICES, "a directory from `recsim-personas choice fit`"])
+        model = FittedChoice.load(path, split_id=split.manifest.get("split_id"))
+        sessions = read_sessions(path)
+        return model, (None if sessions is None else session_config_of(sessions))
+    if not callable(getattr(choice, "session", None)):
+        raise ConfigError(
+            f"choice must be {' or '.join(map(repr, CHOICES))}, a choice-model directory or a ChoiceModel (an"
+            f" object with session(world)), got {choice!r}."
+        )
+    return choice, None
+
+
+def choice_sessions(choice: Any, split: Any) -> SessionConfig | None:
+    """The session behaviour that goes with a choice model, without fitting the choice model: ``None`` for
+    ``"handset"`` (the hand-set defaults), fitted on ``split``'s timestamps for ``"fitted"``, read from a
+    ``choice fit`` directory's ``sessions.json``."""
+    from pathlib import Path
+
+    from recsim_personas.choice.model import read_sessions
+
+    if choice == "handset" or not isinstance(choice, str | os.PathLike):
+        return None
+    if choice == "fitted":
+        from recsim_personas.envs.calibration import fit_split_sessions
+
+        return fit_split_sessions(split).config
+    sessions = read_sessions(Path(choice))
+    return None if sessions is None else session_config_of(sessions)
+
+
+def session_config_of(sessions: dict[str, Any]) -> SessionConfig:
+    """The SessionConfig of a saved session fit (``sessions.json``)."""
+    from recsim_personas.envs.calibration import SessionFit
+
+    return SessionFit.from_dict(sessions).config
+
+
+def make_world(
+    split: str | os.PathLike[str] | Split,
+    rater: str | Rater = "bias",
+    *,
+    choice: str | os.PathLike[str] | ChoiceModel = "fitted",
+    choice_config: ChoiceConfig | None = None,
+) -> World:
     """Load everything a simulation needs from a split, once.
 
     Args:
@@ -186,11 +286,17 @@ def make_world(split: str | os.PathLike[str] | Split, rater: str | Rater = "bias
         rater: ``"bias"`` (default) or another classical rater's name — fitted on ``split.history()``
             (train + background, no test rating) —, ``"agents:DIR"`` (trained persona agents), or any object
             implementing the Rater protocol.
+        choice: how the users decide what to watch — ``"fitted"`` (default: the choice model and the session
+            behaviour fitted on the split's history, :func:`resolve_choice`), ``"handset"``, a saved choice
+            model's directory, or a ChoiceModel.
+        choice_config: fitting settings for ``choice="fitted"``.
 
     Returns:
         the :class:`~recsim_personas.envs.model.World`: the split's items (ascending ids), its sampled users
         (ascending ids) with their traits and train histories, and the rater.
     """
+    import pandas as pd
+
     from recsim_personas.data import load_split
     from recsim_personas.personas.traits import COVERAGE, compute_traits, genre_share
 
@@ -252,9 +358,20 @@ def make_world(split: str | os.PathLike[str] | Split, rater: str | Rater = "bias
     hist_items = tuple(t_items[bounds[u] : bounds[u + 1]].copy() for u in range(len(user_ids)))
     hist_ratings = tuple(t_ratings[bounds[u] : bounds[u + 1]].copy() for u in range(len(user_ids)))
 
+    from recsim_personas.choice.features import SECONDS_PER_DAY, genre_shares, item_genre_matrix
+
+    last = train.groupby("user_id")["timestamp"].max().reindex(user_ids).to_numpy(dtype=np.int64)
+    year = pd.to_numeric(items["year"], errors="coerce").astype("float64")
+    year = year.fillna(year.median() if year.notna().any() else 1990.0).to_numpy()
+    t_rows = np.repeat(np.arange(len(user_ids)), [len(h) for h in hist_items])
+    shares_matrix = genre_shares(
+        t_rows, np.concatenate(hist_items), item_genre_matrix(item_genres, len(genres)), len(user_ids)
+    )
+    choice_model, fitted_sessions = resolve_choice(choice, split, choice_config)
+
     split_id = split.manifest.get("split_id")
     logger.info("world: %d users, %d items, %d genres, rater %s", len(user_ids), len(item_ids), len(genres), rater)
-    return World(
+    world = World(
         item_ids=item_ids,
         item_hist_avg=hist_avg,
         item_genres=item_genres,
@@ -268,14 +385,24 @@ def make_world(split: str | os.PathLike[str] | Split, rater: str | Rater = "bias
         history_ratings=hist_ratings,
         rater=fitted,
         split_id=split_id,
+        choice=choice_model,
+        session_config=fitted_sessions,
+        user_ref_day=last // SECONDS_PER_DAY,
+        user_genre_share=shares_matrix,
+        item_year=year,
     )
+    bind = getattr(choice_model, "bind", None)
+    return dataclasses.replace(world, choice=bind(world)) if callable(bind) else world
 
 
-def as_world(split: Any = None, rater: str | Rater | None = None, world: World | None = None) -> World:
-    """Exactly one of ``split`` (loaded with :func:`make_world`; ``rater`` defaults to ``"bias"``) or a world.
+def as_world(
+    split: Any = None, rater: str | Rater | None = None, world: World | None = None, choice: Any = None
+) -> World:
+    """Exactly one of ``split`` (loaded with :func:`make_world`; ``rater`` defaults to ``"bias"``, ``choice`` to
+    ``"fitted"``) or a world.
 
     A :class:`World` may also be passed as ``split``. A world already holds its rater, so giving ``rater``
-    too is refused.
+    too is refused; it holds its choice model too, so a ``choice`` naming another one is refused.
     """
     if isinstance(split, World):
         split, world = None, split
@@ -286,10 +413,16 @@ def as_world(split: Any = None, rater: str | Rater | None = None, world: World |
             raise ConfigError("a World already holds its rater; do not pass rater=... with it.")
         if not isinstance(world, World):
             raise ConfigError(f"world must be a World (from make_world), got {type(world).__name__}.")
+        held = getattr(world.choice, "name", "handset")
+        if choice is not None and choice != held:
+            raise ConfigError(
+                f"the world's users choose with the {held!r} choice model, not {choice!r}. Fix: build the world"
+                f" with make_world(split, choice={choice!r}), or do not pass choice= with world=."
+            )
         return world
     if split is None:
         raise ConfigError(
             "no split given. Fix: pass split=DIR (a directory from `recsim-personas data prepare`), a Split, or"
             " world=make_world(...)."
         )
-    return make_world(split, "bias" if rater is None else rater)
+    return make_world(split, "bias" if rater is None else rater, choice="fitted" if choice is None else choice)

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,7 +71,10 @@ class GapConfig:
         slate_size: items per page.
         epochs: training epochs of every RecBole model (default: the benchmark's per-model settings,
             RECBOLE_DEFAULTS in recommenders/gap_policies.py).
-        session: the simulated users' behaviour coefficients.
+        choice: how the simulated users choose what to watch: ``fitted`` (the choice model and session behaviour
+            fitted on the split's history), ``handset`` (the hand-set formula and sessions), or a directory from
+            `recsim-personas choice fit`.
+        session: the simulated users' behaviour coefficients (default: those that go with ``choice``).
     """
 
     policies: tuple[str, ...] = DEFAULT_POLICIES
@@ -81,7 +84,8 @@ class GapConfig:
     k: int = 10
     slate_size: int = 10
     epochs: int | None = None
-    session: SessionConfig = field(default_factory=SessionConfig)
+    choice: str = "fitted"
+    session: SessionConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", parse_policies(self.policies))
@@ -102,14 +106,22 @@ class GapConfig:
                 f"GapConfig.k must be at most slate_size = {self.slate_size} (the offline metrics read the top k"
                 f" of a slate), got {self.k!r}. Fix: a smaller k or a larger slate_size."
             )
+        if not isinstance(self.choice, str) or not self.choice.strip():
+            raise ConfigError(
+                f"GapConfig.choice must be fitted, handset or a choice-model directory, got {self.choice!r}."
+            )
         if isinstance(self.session, Mapping):
             object.__setattr__(self, "session", SessionConfig.from_dict(dict(self.session)))
-        if not isinstance(self.session, SessionConfig):
+        if self.session is not None and not isinstance(self.session, SessionConfig):
             raise ConfigError(f"GapConfig.session must be a SessionConfig, got {type(self.session).__name__}.")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d.update(policies=list(self.policies), seeds=list(self.seeds), session=self.session.to_dict())
+        d.update(
+            policies=list(self.policies),
+            seeds=list(self.seeds),
+            session=None if self.session is None else self.session.to_dict(),
+        )
         return d
 
     @classmethod
@@ -141,13 +153,17 @@ def run_gap_benchmark(
     """
     from recsim_personas.data import load_split
     from recsim_personas.envs.world import make_world
+    from recsim_personas.fidelity.alignment import preference_alignment
+    from recsim_personas.fidelity.behaviour import behaviour_statistics, replay_check
+    from recsim_personas.fidelity.suite import alignment_summary, choice_description
     from recsim_personas.recommenders.gap_fidelity import rater_on_test, watched_test
 
     t0 = time.perf_counter()
     config = config or GapConfig()
     split = load_split(split)
-    world = make_world(split, config.rater)
-    like = config.session.like_threshold
+    world = make_world(split, config.rater, choice=config.choice)
+    session = config.session or world.session_config or SessionConfig()
+    like = session.like_threshold
     results: list[PolicyResult] = []
     failures: list[PolicyFailure] = []
     all_watched: list[Mapping[str, np.ndarray]] = []
@@ -172,7 +188,7 @@ def run_gap_benchmark(
             offline, recbole = _offline(name, policy, split, world, config)
             t2 = time.perf_counter()
             stage = "simulate"
-            sim = _simulate(policy, world, config, progress)
+            sim = _simulate(policy, world, config, session, split.test, progress)
         except RecsimPersonasError as exc:
             logger.warning("policy %s failed while %s (%s); going on with the others", name, stage, exc)
             failures.append(PolicyFailure(name, stage, type(exc).__name__, str(exc), settings))
@@ -189,11 +205,18 @@ def run_gap_benchmark(
                 simulated_seconds=sim.seconds,
                 watched_test=watched_test(sim.watched, split.test, split.train, like_threshold=like),
                 config=settings,
+                behaviour=behaviour_statistics(world, split.test, sim.watched, sim.sessions, train=split.train),
+                replay=replay_check(sim, split.test),
             )
         )
     fidelity = {
         "rater_on_test": rater_on_test(world, split.test, seed=config.seeds[0], like_threshold=like),
         "watched_test": watched_test(all_watched, split.test, split.train, like_threshold=like),
+        "alignment": alignment_summary(
+            preference_alignment(world, split.test, train=split.train, history=split.history(), seed=config.seeds[0])
+        ),
+        "choice": choice_description(world),
+        "session": session.to_dict(),
     }
     return GapReport(
         split_id=split.split_id,
@@ -224,7 +247,7 @@ def _offline(name: str, policy: Any, split: Split, world: World, config: GapConf
     return offline, recbole
 
 
-def _simulate(policy: Any, world: World, config: GapConfig, progress: bool) -> Any:
+def _simulate(policy: Any, world: World, config: GapConfig, session: SessionConfig, test: Any, progress: bool) -> Any:
     from recsim_personas.recommenders.simulated import evaluate_policy
 
     return evaluate_policy(
@@ -233,8 +256,9 @@ def _simulate(policy: Any, world: World, config: GapConfig, progress: bool) -> A
         config.seeds,
         days=config.days,
         world=world,
-        session_config=config.session,
+        session_config=session,
         progress=progress,
+        test=test,
     )
 
 

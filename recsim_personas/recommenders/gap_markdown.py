@@ -135,6 +135,7 @@ def _deltas(report: GapReport) -> list[str]:
 def _fidelity(report: GapReport) -> list[str]:
     lines = ["", "## Fidelity of the simulator where ground truth exists", ""]
     rt = report.fidelity.get("rater_on_test") or {}
+    like = (report.fidelity.get("session") or {}).get("like_threshold", 4)
     if rt.get("n"):
         rho = ""
         if rt.get("popularity_rho_expected") is not None and rt.get("popularity_rho_real") is not None:
@@ -145,7 +146,7 @@ def _fidelity(report: GapReport) -> list[str]:
         lines.append(
             f"- The rater on the {rt['n']:,} real test ratings: real mean {rt['real_mean']:.3f}, expected simulated"
             f" mean {rt['expected_mean']:.3f}, MAE {rt['mae']:.3f}, RMSE {rt['rmse']:.3f}; a sampled rating equals"
-            f" the real one {rt['sampled_exact']:.1%} of the time; like (≥ {report.config.session.like_threshold})"
+            f" the real one {rt['sampled_exact']:.1%} of the time; like (≥ {like})"
             f" agreement {rt['like_agreement']:.1%}.{rho}"
         )
     wt = report.fidelity.get("watched_test") or {}
@@ -163,7 +164,84 @@ def _fidelity(report: GapReport) -> list[str]:
             "liked watches of movies never rated",
         ]
         lines += ["", *_table(columns, map(_watched_row, report.results))]
+    lines += alignment_lines(report.fidelity.get("alignment") or {}, report.fidelity.get("choice") or {})
+    if any(r.behaviour for r in report.results):
+        lines += ["", *behaviour_table(report.results)]
     return lines
+
+
+def alignment_lines(summary: Mapping[str, Any], choice: Mapping[str, Any]) -> list[str]:
+    """The preference-alignment sentences and table of a summary
+    (:func:`~recsim_personas.fidelity.suite.alignment_summary`)."""
+    if not summary:
+        return []
+    one = summary.get("1") or {}
+    lines = []
+    if one:
+        best = max(one["baselines"].items(), key=lambda kv: kv[1])
+        lines.append(
+            f"- Preference alignment ({choice.get('name', 'choice')} choice model): shown each user's real test movies"
+            f" mixed 1:1 with movies it never rated, the simulated users decide with accuracy {one['accuracy']:.3f}"
+            f" (P(watch) > 0.5) and ROC-AUC {one['roc_auc']:.3f}; the best baseline, {best[0]}, reaches an AUC of"
+            f" {best[1]:.3f} ({one['roc_auc'] - best[1]:+.3f})."
+        )
+    columns = ["random : real", "accuracy", "F1", "F1 (sampled)", "ROC-AUC", *BASELINE_LABELS]
+    rows = [
+        [
+            f"{m} : 1",
+            f"{r['accuracy']:.3f}",
+            f"{r['f1']:.3f}",
+            f"{r['f1_sampled']:.3f}",
+            f"{r['roc_auc']:.3f}",
+            *(num(r["baselines"].get(b), 3) for b in BASELINE_LABELS),
+        ]
+        for m, r in summary.items()
+    ]
+    return [*lines, "", *_table(columns, rows)]
+
+
+BASELINE_LABELS = ("random", "popularity", "item_knn", "ease")
+"""The alignment baselines, in table order (their ROC-AUC)."""
+
+BEHAVIOUR_LABELS = {
+    "rating_w1": "rating W1",
+    "rating_w1_per_user": "rating W1 per user",
+    "items_per_session": "items/session W1",
+    "sessions_per_user": "sessions/user W1",
+    "genre_js": "genre JS",
+    "popularity_w1": "log-popularity W1",
+    "off_taste_share": "off-taste share diff.",
+}
+"""Column labels of the behaviour distances."""
+
+
+def behaviour_table(results: Sequence[PolicyResult]) -> list[str]:
+    """Per policy: the behaviour distances (real test part vs simulated) and the replay check."""
+    columns = ["policy", *BEHAVIOUR_LABELS.values(), "test movies among shown", "of them watched", "other watched"]
+    rows = []
+    for r in results:
+        d = r.behaviour.get("distances", {})
+        rp = r.replay
+        rows.append(
+            [
+                r.name,
+                *(num(d.get(k), 3) for k in BEHAVIOUR_LABELS),
+                num(None if rp.get("shown_test_share") is None else 100 * rp["shown_test_share"], 2, "%"),
+                num(
+                    None
+                    if rp.get("watched_test_share_of_shown_test") is None
+                    else 100 * rp["watched_test_share_of_shown_test"],
+                    1,
+                    "%",
+                ),
+                num(None if rp.get("watch_rate_other") is None else 100 * rp["watch_rate_other"], 1, "%"),
+            ]
+        )
+    return [
+        "Behaviour, real test part vs simulated (distances: smaller is closer) and the replay check:",
+        "",
+        *_table(columns, rows),
+    ]
 
 
 def _watched_row(r: PolicyResult) -> list[str]:
@@ -189,6 +267,7 @@ def _configs(report: GapReport) -> list[str]:
     c = report.config
     ra = report.rater_artifact
     artifact = f", artifact `{ra['artifact_id'][:12]}`" if ra.get("artifact_id") else ""
+    session = report.fidelity.get("session") or (c.session.to_dict() if c.session is not None else None)
     lines = [
         "",
         "## Configuration",
@@ -197,7 +276,8 @@ def _configs(report: GapReport) -> list[str]:
         f" seeds {', '.join(map(str, c.seeds))}; {c.days} days;"
         f" RecBole epochs {c.epochs if c.epochs is not None else 'per model'}",
         f"- rater `{ra.get('spec', report.rater)}` ({report.rater}{artifact})",
-        f"- session config: `{json.dumps(c.session.to_dict(), sort_keys=True)}`",
+        f"- choice model: `{json.dumps(report.fidelity.get('choice', {'name': c.choice}), sort_keys=True)}`",
+        f"- session config: `{json.dumps(session, sort_keys=True)}`",
     ]
     for r in [*report.results, *report.failures]:
         if r.config is not None:

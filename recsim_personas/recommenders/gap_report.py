@@ -39,6 +39,9 @@ class PolicyResult:
         simulated_seconds: wall time of the simulations.
         watched_test: :func:`~recsim_personas.recommenders.gap_fidelity.watched_test` of its simulations.
         config: the RecBole model's training config (``RecBoleConfig.to_dict()``), ``None`` for built-in ones.
+        behaviour: :func:`~recsim_personas.fidelity.behaviour.behaviour_statistics` of its simulations (real test
+            behaviour vs simulated, as distances).
+        replay: :func:`~recsim_personas.fidelity.behaviour.replay_check` of its simulations.
     """
 
     name: str
@@ -50,6 +53,8 @@ class PolicyResult:
     simulated_seconds: float = 0.0
     watched_test: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] | None = None
+    behaviour: dict[str, Any] = field(default_factory=dict)
+    replay: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,10 @@ class GapReport:
         rater: the simulated users' rater's name.
         users: simulated users.
         results: the finished policies, in the order run.
-        fidelity: ``rater_on_test`` and ``watched_test`` (:mod:`~recsim_personas.recommenders.gap_fidelity`).
+        fidelity: ``rater_on_test`` and ``watched_test`` (:mod:`~recsim_personas.recommenders.gap_fidelity`),
+            ``alignment`` (the preference-alignment summary of the fidelity suite,
+            :func:`~recsim_personas.fidelity.suite.alignment_summary`), ``choice`` (the choice model) and
+            ``session`` (the behaviour coefficients used).
         failures: the policies that failed, in the order run.
         rater_artifact: what the rater is: ``spec`` (as given), ``name``, ``artifact_id`` (sha256 of a trained
             rater's manifest, ``None`` for a classical rater fitted on the split's history), ``path``,
@@ -172,6 +180,8 @@ class GapReport:
                     "recbole_evaluator": r.recbole,
                     "simulated": r.simulated,
                     "watched_test": r.watched_test,
+                    "behaviour": r.behaviour,
+                    "replay": r.replay,
                     "train_seconds": r.train_seconds,
                     "offline_seconds": r.offline_seconds,
                     "simulated_seconds": r.simulated_seconds,

@@ -97,6 +97,11 @@ class SimulatedMetrics:
         watched: per seed, what the users watched during the run: ``user_id``, ``item_id``, ``rating``
             (int64 arrays of equal length, in watch order per user).
         seconds: wall time of the runs.
+        sessions: per seed, the sessions that ended (:meth:`Population.ended_sessions`: ``user_id``, ``day``,
+            ``pages``, ``watches``).
+        shown_test: per seed, how many shown (user, movie) pairs were movies the real user rated in the test
+            part (empty when ``evaluate_policy`` was not given the test ratings).
+        shown_total: per seed, how many (user, movie) pairs were shown.
     """
 
     policy: str
@@ -108,6 +113,9 @@ class SimulatedMetrics:
     totals: tuple[dict[str, Any], ...]
     watched: tuple[dict[str, np.ndarray], ...] = field(repr=False)
     seconds: float = 0.0
+    sessions: tuple[dict[str, np.ndarray], ...] = field(default=(), repr=False)
+    shown_test: tuple[int, ...] = ()
+    shown_total: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,16 +132,20 @@ class SimulatedMetrics:
 
 class CheckedPolicy:
     """Wraps a policy so that every batch of slates is validated (see :func:`check_policy_slates`) and
-    counted (:attr:`shown`: how often each item index was shown since the last :meth:`reset_counts`)."""
+    counted (:attr:`shown`: how often each item index was shown since the last :meth:`reset_counts`; with a
+    ``test_mask``, :attr:`shown_test`: how many shown (user, item) pairs it marks)."""
 
-    def __init__(self, policy: Any, n_items: int) -> None:
+    def __init__(self, policy: Any, n_items: int, test_mask: np.ndarray | None = None) -> None:
         self.policy, self.n_items = policy, n_items
         self.name = str(getattr(policy, "name", type(policy).__name__))
         self.slate_size = int(policy.slate_size)
         self.shown = np.zeros(n_items, dtype=np.int64)
+        self.test_mask = test_mask
+        self.shown_test = 0
 
     def reset_counts(self) -> None:
         self.shown[:] = 0
+        self.shown_test = 0
 
     def act_batch(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         from recsim_personas.recommenders.offline import check_policy_slates
@@ -142,6 +154,8 @@ class CheckedPolicy:
         check_policy_slates(self.name, slates, obs["seen"], self.slate_size, self.n_items)
         slates = slates.astype(np.int64, copy=False)
         np.add.at(self.shown, slates.ravel(), 1)
+        if self.test_mask is not None:
+            self.shown_test += int(self.test_mask[np.asarray(obs["user_index"])[:, None], slates].sum())
         return slates
 
 
@@ -169,6 +183,7 @@ def evaluate_policy(
     history_len: int | None = None,
     confidence: float = 0.95,
     progress: bool = True,
+    test: Any = None,
 ) -> SimulatedMetrics:
     """Run the population of ``env_id``'s world for ``days`` days under ``policy``, once per seed.
 
@@ -184,6 +199,8 @@ def evaluate_policy(
         history_len: observation history length (overrides the policy's and the environment's).
         confidence: level of the intervals over seeds.
         progress: a progress bar over seeds.
+        test: the split's test ratings (``user_id``, ``item_id``): counts how often the policy showed a user a
+            movie it rated in the test part (``shown_test``).
 
     Raises:
         ConfigError: an unknown environment id (with close matches), bad seeds or days, or a policy that
@@ -210,9 +227,9 @@ def evaluate_policy(
     w, config = base.world, base.config
     if history_len is None:
         history_len = int(getattr(policy, "history_len", None) or base.history_len)
-    checked = CheckedPolicy(policy, w.n_items)
+    checked = CheckedPolicy(policy, w.n_items, None if test is None else rated_in_test(w, test))
     per_seed: dict[str, list[float]] = {name: [] for name in SIM_METRICS}
-    totals, watched = [], []
+    totals, watched, sessions, shown_test, shown_total = [], [], [], [], []
     t0 = time.perf_counter()
     for seed in tqdm(seeds, desc=f"simulating {checked.name}", unit="seed", disable=not progress):
         pop_seq, policy_seq = np.random.SeedSequence(int(seed)).spawn(2)
@@ -230,6 +247,10 @@ def evaluate_policy(
         for name in SIM_METRICS:
             per_seed[name].append(values[name])
         watched.append(population.watches())
+        sessions.append(population.ended_sessions())
+        shown_total.append(int(shown.sum()))
+        if test is not None:
+            shown_test.append(checked.shown_test)
     env.close()
     return SimulatedMetrics(
         policy=checked.name,
@@ -244,7 +265,23 @@ def evaluate_policy(
         totals=tuple(totals),
         watched=tuple(watched),
         seconds=time.perf_counter() - t0,
+        sessions=tuple(sessions),
+        shown_test=tuple(shown_test),
+        shown_total=tuple(shown_total),
     )
+
+
+def rated_in_test(world: Any, test: Any) -> np.ndarray:
+    """True where a world user rated a movie in ``test`` (``user_id``, ``item_id``), bool (n_users, n_items);
+    ratings of users or movies outside the world are ignored."""
+    users = np.searchsorted(world.user_ids, test["user_id"].to_numpy(dtype=np.int64))
+    items = np.searchsorted(world.item_ids, test["item_id"].to_numpy(dtype=np.int64))
+    ok = (users < world.n_users) & (items < world.n_items)
+    ok[ok] &= world.user_ids[users[ok]] == test["user_id"].to_numpy(dtype=np.int64)[ok]
+    ok[ok] &= world.item_ids[items[ok]] == test["item_id"].to_numpy(dtype=np.int64)[ok]
+    mask = np.zeros((world.n_users, world.n_items), dtype=bool)
+    mask[users[ok], items[ok]] = True
+    return mask
 
 
 def _seed_metrics(t: Mapping[str, Any], n_users: int) -> dict[str, float]:

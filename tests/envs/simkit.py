@@ -35,7 +35,9 @@ def tiny_split_dir_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session", name="tiny_world")
 def tiny_world_fixture(tiny_split_dir: Path) -> World:
-    return make_world(tiny_split_dir)
+    """The tiny split's world with the hand-set choice model: the mechanics tests pin behaviour with its knobs
+    (WATCH_ALL, ...). The fitted choice model has its own tests (tests/choice)."""
+    return make_world(tiny_split_dir, choice="handset")
 
 
 class CountingRater:

@@ -98,11 +98,22 @@ def test_simulate_on_a_split_of_the_tiny_dataset(capsys, tiny_dataset_dir, tmp_p
     assert payload["users"] == 8 and payload["split_id"] == split.split_id
 
 
-def test_thirty_days_on_ml100k_with_a_random_policy(capsys, ml100k_split):
-    assert cmd_simulate(parse("--split", str(ml100k_split.path), "--json", "--no-progress")) == 0
+@pytest.mark.parametrize("choice", ["handset", "fitted"])
+def test_thirty_days_on_ml100k_with_a_random_policy(capsys, ml100k_split, choice):
+    argv = ("--split", str(ml100k_split.path), "--json", "--no-progress", "--choice", choice)
+    assert cmd_simulate(parse(*argv)) == 0
     payload = json.loads(capsys.readouterr()[0])
     assert payload["days"] == 30 and len(payload["per_day"]) == 30 and payload["users"] == 200
+    assert payload["choice"] == choice
     totals = payload["totals"]
-    assert totals["sessions"] > 30 * 200 * 0.05 and 0.05 < totals["watch_rate"] < 0.6
+    # hand-set: every user starts a session on at least 5% of days; fitted: the daily start rates fitted on the
+    # timestamps (0.3-4%), far fewer sessions
+    if choice == "handset":
+        assert totals["sessions"] > 30 * 200 * 0.05
+        assert payload["session_config"]["continue_unit"] == "page"
+    else:
+        assert 0 < totals["sessions"] < 30 * 200 * 0.05
+        assert payload["session_config"]["continue_unit"] == "watch"
+    assert 0.05 < totals["watch_rate"] < 0.6
     assert 1 <= totals["pages_per_session"] <= 10 and 3.0 < totals["mean_rating"] < 4.5
     assert totals["early_exits"] + totals["page_limit"] <= totals["sessions"]

@@ -84,7 +84,7 @@ def test_agreeing_rankings_are_read_as_agreement(tmp_path):
     paths = rep.save(tmp_path / "report")
     saved = json.loads(paths["json"].read_text())
     assert saved["offline_ranking"] == ["pop", "random"]
-    assert saved["config"] == CONFIG.to_dict() and saved["config"]["session"]["like_threshold"] == 4
+    assert saved["config"] == CONFIG.to_dict() and saved["config"]["session"] is None  # the world's own sessions
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Fidelity of the simulator" in paths["markdown"].read_text()
 
@@ -276,7 +276,12 @@ def test_benchmark_cli_writes_the_report(rec_split_dir, tmp_path, capsys):
     assert payload["fidelity"]["rater_on_test"]["n"] > 0
     # every config that produced it is recorded
     assert payload["config"]["policies"] == ["random", "pop", "recbole:BPR"] and payload["config"]["slate_size"] == 10
-    assert payload["config"]["session"] == SessionConfig().to_dict()
+    # no session option given: the sessions fitted with the choice model are used, and recorded
+    assert payload["config"]["session"] is None and payload["config"]["choice"] == "fitted"
+    assert set(payload["fidelity"]["session"]) == set(SessionConfig().to_dict())
+    assert payload["fidelity"]["choice"]["name"] == "fitted"
+    assert payload["fidelity"]["alignment"]["1"]["roc_auc"] > 0.5
+    assert all(r["behaviour"]["distances"] and r["replay"]["shown"] > 0 for r in payload["results"])
     assert payload["rater_artifact"]["spec"] == "bias" and payload["rater_artifact"]["artifact_id"] is None
     assert payload["rater_artifact"]["fitted_on_split"] == payload["split_id"]
     assert [r["config"] is None for r in payload["results"]] == [True, True, False]

@@ -12,7 +12,7 @@ from recsim_personas.errors import ConfigError
 from recsim_personas.recommenders import PopularPolicy, RandomPolicy
 from recsim_personas.recommenders.simulated import SIM_METRICS, evaluate_policy, interval
 
-ENV = "recsim_personas/MovieLens-v0"
+ENV = "recsim_personas/MovieLens-v1"
 
 
 def test_interval_is_a_student_t_interval():
@@ -73,8 +73,8 @@ def test_policies_differ_in_simulation(rec_world, trained):
 
 def test_bad_inputs_are_refused(rec_world):
     policy = RandomPolicy(rec_world.n_items, 5, seed=0)
-    with pytest.raises(ConfigError, match=r"unknown environment id 'recsim_personas/MovieLens-v1'.*MovieLens-v0"):
-        evaluate_policy("recsim_personas/MovieLens-v1", policy, [0], days=1, world=rec_world)
+    with pytest.raises(ConfigError, match=r"unknown environment id 'recsim_personas/MovieLens-v9'.*MovieLens-v1"):
+        evaluate_policy("recsim_personas/MovieLens-v9", policy, [0], days=1, world=rec_world)
     with pytest.raises(ConfigError, match="seeds must be a non-empty list"):
         evaluate_policy(ENV, policy, [], days=1, world=rec_world)
     with pytest.raises(ConfigError, match="days must be a positive integer"):

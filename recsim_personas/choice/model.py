@@ -1,0 +1,380 @@
+"""Who watches what: the choice models a simulated user decides with, and the fitted one's artifact.
+
+Two implementations of :class:`ChoiceModel`, selected by name when a world is made
+(``make_world(split, choice=...)``):
+
+- ``"fitted"`` — :class:`FittedChoice`: a logistic model of P(watch | user, item) over the features of
+  :mod:`.features`, fitted on the logs by :func:`~recsim_personas.choice.fit.fit_choice` (see there for the
+  positives, the sampled negatives and why). Saved as a ``choice/`` artifact directory with a manifest.
+- ``"handset"`` — :class:`HandsetChoice`: the formula with hand-set coefficients of
+  :func:`~recsim_personas.envs.session.watch_probability` (the rater's expected rating blended with the item's
+  historical average by conformity, a genre bonus or penalty, then a sigmoid), kept for comparison.
+
+Each item on a page is decided on its own (a Bernoulli draw per item): the logs hold what users rated, not
+what they were shown, so nothing in them says how items on one page compete, and the model does not claim to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from recsim_personas._io import atomic_dir, write_json
+from recsim_personas.artifacts import ArtifactKind, check_input, read_manifest, verify_files, write_manifest
+from recsim_personas.choice.config import ChoiceConfig
+from recsim_personas.choice.features import FEATURES, ItemSide, UserSide, feature_matrix
+from recsim_personas.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from recsim_personas.envs.session import SessionConfig
+    from recsim_personas.envs.state import UserTable
+    from recsim_personas.envs.world import World
+
+logger = logging.getLogger(__name__)
+
+CHOICE = ArtifactKind(
+    format="recsim-personas/choice",
+    version=1,
+    what="choice model",
+    fix="fit one with `recsim-personas choice fit --split DIR --out DIR`",
+)
+"""The choice-model artifact kind."""
+
+ARRAYS_FILE = "choice.safetensors"
+MODEL_FILE = "choice.json"
+
+
+class ChoiceSession(Protocol):
+    """The choice model of one simulation: what it keeps of the users changes with what they watch, so each
+    population holds its own session (like a rater session), never the shared world."""
+
+    def watch_probability(
+        self, table: UserTable, users: np.ndarray, items: np.ndarray, expected: np.ndarray, cfg: SessionConfig
+    ) -> np.ndarray:
+        """P(watch) of (user, item) pairs the user has not seen.
+
+        Args:
+            table: the population's state (histories as they are now).
+            users: user rows, int64 (P,).
+            items: item indices, int64 (P,).
+            expected: the rater's expected rating of each pair, float64 (P,).
+            cfg: the behaviour coefficients.
+
+        Returns:
+            float64 (P,) in [0, 1].
+        """
+        ...
+
+    def observe(self, users: np.ndarray, items: np.ndarray) -> None:
+        """The users (rows, int64 (W,)) watched the items (indices, int64 (W,)), in this order."""
+        ...
+
+
+@runtime_checkable
+class ChoiceModel(Protocol):
+    """Decides how likely a user is to watch each shown item; hands each simulation its own session."""
+
+    name: str
+
+    def session(self, world: World) -> ChoiceSession:
+        """A fresh session for one simulation of ``world``'s users (their histories as in the world)."""
+        ...
+
+
+def open_choice(world: World) -> ChoiceSession:
+    """The choice session of a new simulation of ``world`` (the hand-set formula when the world names none)."""
+    return (world.choice or HandsetChoice()).session(world)
+
+
+class HandsetChoice:
+    """Today's hand-set formula (:func:`~recsim_personas.envs.session.watch_probability`, coefficients from
+    :class:`~recsim_personas.envs.session.SessionConfig`); it keeps nothing, so its session is stateless."""
+
+    name = "handset"
+
+    def session(self, world: World) -> HandsetSession:
+        return HandsetSession(world)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+class HandsetSession:
+    """The hand-set formula for one simulation (stateless: it reads the world and the population's table)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def watch_probability(self, table, users, items, expected, cfg) -> np.ndarray:
+        from recsim_personas.envs.session import watch_probability
+
+        w = self.world
+        off_taste = (w.item_genres[items] & w.user_top_genres[users]) == 0
+        return watch_probability(
+            expected, w.item_hist_avg[items], off_taste, False, table.conformity[users], table.diversity[users], cfg
+        )
+
+    def observe(self, users: np.ndarray, items: np.ndarray) -> None:
+        return None
+
+
+DYNAMIC: tuple[str, ...] = ("ease", "ease_recent", "expected_rating")
+"""The features that change during a simulation (the others are fixed per user and item)."""
+
+
+@dataclass(frozen=True, eq=False)
+class FittedChoice:
+    """A logistic choice model: ``P(watch) = σ(intercept + ((x - mean) / scale) · coef)``, ``x`` the features.
+
+    Attributes:
+        items: the item arrays of the features (:class:`~recsim_personas.choice.features.ItemSide`).
+        item_ids: the items' ids, int64 (n_items,), ascending: a world of other items is refused.
+        mean, scale: standardisation of the features, float64 (n_features,).
+        coef: logistic coefficients on the standardised features, float64 (n_features,).
+        intercept: logistic intercept.
+        config: how it was fitted.
+        split_id: the split it was fitted on.
+        report: figures of the fit (validation log-likelihood and ROC-AUC beside the hand-set formula, counts).
+    """
+
+    items: ItemSide
+    item_ids: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    config: ChoiceConfig
+    split_id: str | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+    name: str = "fitted"
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Logits of feature rows float64 (P, n_features) → float64 (P,)."""
+        return self.intercept + ((features - self.mean) / self.scale) @ self.coef
+
+    def probability(self, users_side: UserSide, users: np.ndarray, items: np.ndarray, expected: np.ndarray):
+        """P(watch) float64 (P,) of (user row, item index) pairs given the users' arrays."""
+        z = self.logits(feature_matrix(self.items, users_side, users, items, expected))
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def user_side(self, world: World, table: UserTable) -> UserSide:
+        """The user arrays of the features for ``world``'s users with the histories of ``table``."""
+        return UserSide(
+            ref_day=world.user_ref_day,
+            genre_share=world.user_genre_share,
+            traits=world.trait_scores,
+            hist_items=table.hist_items,
+            hist_len=table.hist_len,
+        )
+
+    def bind(self, world: World) -> BoundChoice:
+        """The model ready for ``world``'s users: the fixed part of every (user, item) logit computed once.
+
+        Raises:
+            ArtifactError: the world's items are not the ones the model was fitted on.
+        """
+        if len(world.item_ids) != len(self.item_ids) or not np.array_equal(world.item_ids, self.item_ids):
+            raise ArtifactError(
+                f"the choice model was fitted on {len(self.item_ids)} items that are not this world's"
+                f" {world.n_items}. Fix: fit the choice model on the world's split."
+            )
+        return BoundChoice(self, world)
+
+    def session(self, world: World) -> ChoiceSession:
+        return self.bind(world).session(world)
+
+    def coefficients(self) -> dict[str, float]:
+        """``{feature: coefficient}`` on the standardised features, plus ``"intercept"``."""
+        return {**dict(zip(FEATURES, self.coef.tolist(), strict=True)), "intercept": float(self.intercept)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "split_id": self.split_id, "config": self.config.to_dict()}
+
+    # --------------------------------------------------------------------------------------- artifact
+    def save(self, out: str | os.PathLike[str], *, sessions: dict[str, Any] | None = None) -> Path:
+        """Write the artifact directory ``out`` (atomically; the manifest last).
+
+        Args:
+            out: the directory to create (must not exist).
+            sessions: the fitted session behaviour (a :class:`~recsim_personas.envs.calibration.SessionFit`'s
+                ``to_dict()``), saved beside it as ``sessions.json``.
+        """
+        from safetensors.numpy import save_file
+
+        out = Path(out)
+        if out.exists():
+            raise ArtifactError(f"{str(out)!r} already exists. Fix: choose another --out or remove it.")
+        s = self.items
+        with atomic_dir(out) as tmp:
+            arrays = {
+                "ease": np.ascontiguousarray(s.ease[:-1], dtype=np.float32),
+                "log_popularity": s.log_popularity.astype(np.float64),
+                "daily_counts": np.ascontiguousarray(s.daily_counts, dtype=np.int32),
+                "year": s.year.astype(np.float64),
+                "genres": np.ascontiguousarray(s.genres, dtype=np.float64),
+                "item_ids": self.item_ids.astype(np.int64),
+                "mean": self.mean.astype(np.float64),
+                "scale": self.scale.astype(np.float64),
+                "coef": self.coef.astype(np.float64),
+            }
+            save_file(arrays, str(tmp / ARRAYS_FILE))
+            body = {
+                "features": list(FEATURES),
+                "intercept": float(self.intercept),
+                "first_day": int(s.first_day),
+                "recent_items": int(s.recent_items),
+                "trend_days": int(s.trend_days),
+                "report": self.report,
+            }
+            write_json(tmp / MODEL_FILE, body)
+            files = [ARRAYS_FILE, MODEL_FILE]
+            if sessions is not None:
+                write_json(tmp / SESSIONS_FILE, sessions)
+                files.append(SESSIONS_FILE)
+            write_manifest(
+                tmp,
+                CHOICE,
+                {"split_id": self.split_id, "config": self.config.to_dict(), "kind": self.name},
+                files=files,
+                libraries=("scikit-learn", "safetensors"),
+            )
+        logger.info("saved the choice model to %s", out)
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, split_id: str | None = None) -> FittedChoice:
+        """Read a ``choice/`` directory, checking its files and (given ``split_id``) the split it was fitted on.
+
+        Raises:
+            ArtifactError: not a choice model, damaged or altered files, another split, or other features.
+        """
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        manifest = read_manifest(path, CHOICE, required=("config", "files", "split_id"))
+        verify_files(path, manifest, CHOICE)
+        if split_id is not None:
+            check_input(path, CHOICE, "split", manifest["split_id"], split_id, "fit the choice model on this split")
+        body = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+        if list(body.get("features", ())) != list(FEATURES):
+            raise ArtifactError(
+                f"choice model {str(path)!r} has features {body.get('features')!r}, this version computes"
+                f" {list(FEATURES)!r}. Fix: refit it with `recsim-personas choice fit`."
+            )
+        a = load_file(str(path / ARRAYS_FILE))
+        ease = np.vstack([a["ease"], np.zeros((1, a["ease"].shape[1]), dtype=np.float32)])
+        items = ItemSide(
+            ease=ease,
+            log_popularity=a["log_popularity"],
+            daily_counts=a["daily_counts"],
+            first_day=int(body["first_day"]),
+            year=a["year"],
+            genres=a["genres"],
+            recent_items=int(body["recent_items"]),
+            trend_days=int(body["trend_days"]),
+        )
+        return cls(
+            items=items,
+            item_ids=a["item_ids"],
+            mean=a["mean"],
+            scale=a["scale"],
+            coef=a["coef"],
+            intercept=float(body["intercept"]),
+            config=ChoiceConfig.from_dict(manifest["config"]),
+            split_id=manifest["split_id"],
+            report=dict(body.get("report") or {}),
+        )
+
+
+class BoundChoice:
+    """A :class:`FittedChoice` bound to one world's users: the logit of a pair is
+    ``fixed[u, j] + a · ease[u, j] + b · ease_recent(u, j) + c · expected``, where ``fixed`` (every feature that
+    does not change during a simulation, standardised and weighted, plus the intercept) and the initial
+    ``ease`` scores are computed once here, float32 (n_users, n_items) each, and shared read-only by the
+    sessions; a session copies ``ease`` and adds ``B[j]`` to a user's row when it watches ``j``.
+    """
+
+    def __init__(self, model: FittedChoice, world: World) -> None:
+        from recsim_personas.envs.state import UserTable
+
+        self.model, self.name = model, model.name
+        self.n_users = world.n_users
+        weight = model.coef / model.scale
+        self.dynamic = {name: float(weight[FEATURES.index(name)]) for name in DYNAMIC}
+        side = model.user_side(world, UserTable(world))
+        n_users, n_items = world.n_users, world.n_items
+        fixed = np.empty((n_users, n_items), dtype=np.float32)
+        ease = np.empty((n_users, n_items), dtype=np.float32)
+        cols = [FEATURES.index(name) for name in DYNAMIC]
+        items = np.arange(n_items, dtype=np.int64)
+        rows_per_chunk = max(1, 65536 // max(n_items, 1))
+        for start in range(0, n_users, rows_per_chunk):
+            users = np.arange(start, min(n_users, start + rows_per_chunk), dtype=np.int64)
+            x = feature_matrix(
+                model.items,
+                side,
+                np.repeat(users, n_items),
+                np.tile(items, users.size),
+                0.0 * np.repeat(users, n_items),
+            )
+            fixed[users] = (model.logits(x) - x[:, cols] @ weight[cols]).reshape(users.size, n_items)
+            ease[users] = x[:, FEATURES.index("ease")].reshape(users.size, n_items)
+        fixed.flags.writeable = False
+        ease.flags.writeable = False
+        self.fixed, self.ease = fixed, ease
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return self.model.report
+
+    def describe(self) -> dict[str, Any]:
+        return self.model.describe()
+
+    def session(self, world: World) -> FittedSession:
+        if world.n_users != self.n_users or world.choice is not self:
+            return self.model.bind(world).session(world)
+        return FittedSession(self)
+
+
+class FittedSession:
+    """One simulation's state of a fitted choice model: each user's EASE score of every item, float32
+    (n_users, n_items), which grows with the user's watches."""
+
+    def __init__(self, bound: BoundChoice) -> None:
+        self.bound = bound
+        self.ease = bound.ease.copy()
+
+    def watch_probability(self, table, users, items, expected, cfg) -> np.ndarray:
+        b, s = self.bound, self.bound.model.items
+        offsets = table.hist_len[users][:, None] - s.recent_items + np.arange(s.recent_items)[None, :]
+        recent = np.where(offsets >= 0, np.take_along_axis(table.hist_items[users], np.maximum(offsets, 0), axis=1), -1)
+        ease_recent = s.ease[recent, items[:, None]].sum(axis=1, dtype=np.float64)
+        z = (
+            b.fixed[users, items]
+            + b.dynamic["ease"] * self.ease[users, items]
+            + b.dynamic["ease_recent"] * ease_recent
+            + b.dynamic["expected_rating"] * np.asarray(expected, dtype=np.float64)
+        )
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def observe(self, users: np.ndarray, items: np.ndarray) -> None:
+        if len(users):
+            rows = self.bound.model.items.ease[np.asarray(items, dtype=np.int64)]
+            np.add.at(self.ease, np.asarray(users, dtype=np.int64), rows)
+
+
+SESSIONS_FILE = "sessions.json"
+
+
+def read_sessions(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The fitted session behaviour saved with a choice model (``None`` if it was saved without)."""
+    f = Path(path) / SESSIONS_FILE
+    if not f.is_file():
+        return None
+    return json.loads(f.read_text(encoding="utf-8"))
