@@ -45,7 +45,8 @@ class Args:
     seed: int = 0
     """environment and policy seed"""
     choices: list[str] = field(default_factory=lambda: ["fitted", "handset"])
-    """the users' choice models (with the sessions that go with each), measured side by side"""
+    """the users' choice models (with the sessions that go with each), measured side by side; with "fitted" and
+    another, also "fitted-choice": the fitted choice model with the hand-set sessions"""
     out: str = "runs/bench/env"
     """report directory"""
 
@@ -163,6 +164,13 @@ if __name__ == "__main__":
     else:
         split, _ = prepare_split(ProtocolConfig(seed=0), out / "split", data_dir=args.data_dir)
     worlds = {choice: make_world(split, "bias", choice=choice) for choice in args.choices}
+    if "fitted" in worlds and len(worlds) > 1:
+        # the fitted choice model with the hand-set sessions: its cost alone, on the same session dynamics
+        worlds = {
+            "fitted": worlds["fitted"],
+            "fitted-choice": dataclasses.replace(worlds["fitted"], session_config=None),
+            **{k: v for k, v in worlds.items() if k != "fitted"},
+        }
     world = worlds[args.choices[0]]
     build_seconds = time.perf_counter() - t0
 
@@ -212,8 +220,8 @@ if __name__ == "__main__":
             f" {r['transitions_per_s']:,.0f} | {r['end_to_end_transitions_per_s']:,.0f} | {r['rater_share']:.0%} |"
             f" {r['mean_rater_batch']:.1f} |"
         )
-    if len(args.choices) > 1:
-        base = args.choices[-1]
+    if len(worlds) > 1:
+        base = list(worlds)[-1]
         by_name = {r["name"]: r for r in results}
         lines.append("")
         for r in results:

@@ -124,8 +124,12 @@ class HandsetSession:
         return None
 
 
-DYNAMIC: tuple[str, ...] = ("ease", "ease_recent", "expected_rating")
-"""The features that change during a simulation (the others are fixed per user and item)."""
+DYNAMIC: tuple[str, ...] = ("ease_recent", "expected_rating")
+"""The features a simulation recomputes at every page: what the user watched last (``ease_recent``) and the
+rater's answer. The others are fixed per (user, item) for a simulation — ``ease`` included, the score of the
+user's logged history: updating a user's score of every item after each simulated watch cost 3-5× the
+environment's whole step at 64 concurrent sessions, while the recent-history score (the larger coefficient)
+follows the watches at the cost of a 10-item gather."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -294,10 +298,10 @@ class FittedChoice:
 
 class BoundChoice:
     """A :class:`FittedChoice` bound to one world's users: the logit of a pair is
-    ``fixed[u, j] + a · ease[u, j] + b · ease_recent(u, j) + c · expected``, where ``fixed`` (every feature that
-    does not change during a simulation, standardised and weighted, plus the intercept) and the initial
-    ``ease`` scores are computed once here, float32 (n_users, n_items) each, and shared read-only by the
-    sessions; a session copies ``ease`` and adds ``B[j]`` to a user's row when it watches ``j``.
+    ``fixed[u, j] + a · ease_recent(u, j) + c · expected``, where ``fixed`` — every feature of
+    :data:`~recsim_personas.choice.features.FEATURES` but the :data:`DYNAMIC` ones, standardised and weighted,
+    plus the intercept — is computed once here from the users' logged (train) histories, float32
+    (n_users, n_items), and shared read-only by the sessions.
     """
 
     def __init__(self, model: FittedChoice, world: World) -> None:
@@ -310,24 +314,16 @@ class BoundChoice:
         side = model.user_side(world, UserTable(world))
         n_users, n_items = world.n_users, world.n_items
         fixed = np.empty((n_users, n_items), dtype=np.float32)
-        ease = np.empty((n_users, n_items), dtype=np.float32)
         cols = [FEATURES.index(name) for name in DYNAMIC]
         items = np.arange(n_items, dtype=np.int64)
         rows_per_chunk = max(1, 65536 // max(n_items, 1))
         for start in range(0, n_users, rows_per_chunk):
             users = np.arange(start, min(n_users, start + rows_per_chunk), dtype=np.int64)
-            x = feature_matrix(
-                model.items,
-                side,
-                np.repeat(users, n_items),
-                np.tile(items, users.size),
-                0.0 * np.repeat(users, n_items),
-            )
+            u = np.repeat(users, n_items)
+            x = feature_matrix(model.items, side, u, np.tile(items, users.size), np.zeros(u.size))
             fixed[users] = (model.logits(x) - x[:, cols] @ weight[cols]).reshape(users.size, n_items)
-            ease[users] = x[:, FEATURES.index("ease")].reshape(users.size, n_items)
         fixed.flags.writeable = False
-        ease.flags.writeable = False
-        self.fixed, self.ease = fixed, ease
+        self.fixed = fixed
 
     @property
     def report(self) -> dict[str, Any]:
@@ -343,30 +339,27 @@ class BoundChoice:
 
 
 class FittedSession:
-    """One simulation's state of a fitted choice model: each user's EASE score of every item, float32
-    (n_users, n_items), which grows with the user's watches."""
+    """A fitted choice model in one simulation: reads the population's table (the latest watches), keeps
+    nothing itself."""
 
     def __init__(self, bound: BoundChoice) -> None:
         self.bound = bound
-        self.ease = bound.ease.copy()
 
     def watch_probability(self, table, users, items, expected, cfg) -> np.ndarray:
         b, s = self.bound, self.bound.model.items
         offsets = table.hist_len[users][:, None] - s.recent_items + np.arange(s.recent_items)[None, :]
-        recent = np.where(offsets >= 0, np.take_along_axis(table.hist_items[users], np.maximum(offsets, 0), axis=1), -1)
+        cols = np.maximum(offsets, 0)
+        recent = np.where(offsets >= 0, table.hist_items[users[:, None], cols], -1)
         ease_recent = s.ease[recent, items[:, None]].sum(axis=1, dtype=np.float64)
         z = (
             b.fixed[users, items]
-            + b.dynamic["ease"] * self.ease[users, items]
             + b.dynamic["ease_recent"] * ease_recent
             + b.dynamic["expected_rating"] * np.asarray(expected, dtype=np.float64)
         )
         return 1.0 / (1.0 + np.exp(-z))
 
     def observe(self, users: np.ndarray, items: np.ndarray) -> None:
-        if len(users):
-            rows = self.bound.model.items.ease[np.asarray(items, dtype=np.int64)]
-            np.add.at(self.ease, np.asarray(users, dtype=np.int64), rows)
+        return None
 
 
 SESSIONS_FILE = "sessions.json"
