@@ -20,8 +20,11 @@ b. **Continue / exit and satisfaction** (``continue_bias``, ``satisfaction_weigh
    ``t``-th rated item a session goes on (``y = 1``) or ends (``y = 0``), with
    ``P(y = 1) = σ(continue_bias + satisfaction_weight · S_t + activity_weight · (a_u - 1/2) - fatigue · f(t))``,
    ``S_t = m · S_{t-1} + (1 - m) · (r_t - 3) / 2``, ``S_0 = 0``, ``m`` = ``satisfaction_memory`` and
-   ``f(t) = t - 1`` (``"linear"``) or ``ln t`` (``"log"``). The logistic log-likelihood is maximised with
-   ``satisfaction_weight ≥ 0`` and ``fatigue ≥ 0`` (L-BFGS-B with bounds, analytic gradient) for each ``m`` of
+   ``f(t) = t - 1`` (``"linear"``) or ``ln t`` (``"log"``). Only the users' *return* sessions are used by
+   default (``returns_only``): each user's first session is its sign-up sitting. The logistic log-likelihood
+   is maximised with ``satisfaction_weight ≥ 0`` and, on the linear curve, ``fatigue ≥ 0`` (on the log curve
+   the fatigue may be negative: the longer a sitting has gone on, the likelier it goes on, the heavy tail of
+   rating sessions) (L-BFGS-B with bounds, analytic gradient) for each ``m`` of
    :data:`MEMORY_GRID` and each ``f``; the pair with the highest likelihood wins (near-ties, :data:`TIE`, go to
    the earlier candidate: smaller ``m``, ``"linear"`` before ``"log"``). The last item of a user's last
    session is *censored* (no exit observed) when its window ends within ``gap_minutes`` of it — always so for
@@ -801,7 +804,9 @@ def _fit_continue(
     best: tuple[float, float, str, np.ndarray] | None = None
     for memory in memory_grid:
         for curve in FATIGUE_CURVES:
-            theta, ll = _fit_logistic(design(memory, curve), y, fatigue_bound=0.0)
+            # on the log curve the exit hazard may fall with the position (fatigue < 0: a sitting that has gone on
+            # long is likelier to go on, as the heavy tail of rating sessions has it); on the linear one it may not
+            theta, ll = _fit_logistic(design(memory, curve), y, fatigue_bound=None if curve == "log" else 0.0)
             candidates[f"memory={memory:g},curve={curve}"] = ll
             if best is None or ll > best[0] + TIE * abs(best[0]):
                 best = (ll, memory, curve, theta)
@@ -812,7 +817,7 @@ def _fit_continue(
     notes = []
     if theta[1] <= 1e-8:
         notes.append("satisfaction_weight at its bound 0")
-    if theta[3] <= 1e-8:
+    if theta[3] <= 1e-8 and curve != "log":
         free = {c: _fit_logistic(design(memory, c), y, fatigue_bound=None) for c in FATIGUE_CURVES}
         c = max(free, key=lambda k: free[k][1])
         notes.append(
@@ -826,7 +831,8 @@ def _fit_continue(
         fields=CONTINUE_FIELDS,
         method=(
             "maximum likelihood, logistic continue/exit after each rated item (L-BFGS-B, satisfaction_weight >= 0,"
-            " fatigue >= 0); satisfaction_memory and fatigue_curve chosen on a grid by likelihood"
+            " fatigue >= 0 on the linear curve, free on the log curve); satisfaction_memory and fatigue_curve chosen"
+            " on a grid by likelihood"
         ),
         loglik_fitted=ll,
         loglik_default=ll_default,
@@ -840,7 +846,7 @@ def _fit_continue(
         "continue_bias": float(theta[0]),
         "satisfaction_weight": float(max(theta[1], 0.0)),
         "activity_weight": float(theta[2]),
-        "fatigue": float(max(theta[3], 0.0)),
+        "fatigue": float(theta[3] if curve == "log" else max(theta[3], 0.0)),
         "fatigue_curve": curve,
     }
     return group, values, {}

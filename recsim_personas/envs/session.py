@@ -144,9 +144,15 @@ class SessionConfig:
             raise ConfigError(
                 f"SessionConfig.start_min ({self.start_min!r}) must be <= start_max ({self.start_max!r})."
             )
-        for name in ("novelty_bonus", "taste_penalty", "fatigue", "satisfaction_weight"):
+        for name in ("novelty_bonus", "taste_penalty", "satisfaction_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"SessionConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
+        if self.fatigue < 0 and self.fatigue_curve != "log":
+            raise ConfigError(
+                f"SessionConfig.fatigue must be >= 0 with fatigue_curve={self.fatigue_curve!r}, got"
+                f" {self.fatigue!r} (a negative fatigue, a session that grows likelier to go on, is allowed on the"
+                " 'log' curve only)."
+            )
         _check_range("watch_threshold", self.watch_threshold, 1.0, 5.0)
         if self.watch_slope <= 0:
             raise ConfigError(f"SessionConfig.watch_slope must be > 0, got {self.watch_slope!r}.")

@@ -343,3 +343,24 @@ def test_sign_up_sessions_are_left_out_of_the_continue_fit():
     assert returns.config.satisfaction_weight == pytest.approx(2.0, abs=0.3)
     every = fit_sessions(with_signup, act, window_end=end + DAY, returns_only=False)
     assert abs(every.config.continue_bias - 1.5) > 0.3 or abs(every.config.fatigue - 0.1) > 0.05
+
+
+def test_a_negative_fatigue_is_allowed_on_the_log_curve_only():
+    assert SessionConfig(fatigue=-0.5, fatigue_curve="log").fatigue == -0.5
+    with pytest.raises(ConfigError, match="allowed on the 'log' curve only"):
+        SessionConfig(fatigue=-0.5)
+
+
+def test_a_heavy_tail_is_fitted_as_a_negative_fatigue_on_the_log_curve():
+    truth = SessionConfig(
+        satisfaction_memory=0.5,
+        continue_bias=0.5,
+        satisfaction_weight=0.0,
+        activity_weight=0.0,
+        fatigue=-0.8,
+        fatigue_curve="log",
+    )
+    history, act, end = simulate_history(300, 20, 0.3, 0.3, truth, seed=3)
+    fit = fit_sessions(history, act, window_end=end + DAY)
+    assert fit.config.fatigue_curve == "log"
+    assert fit.config.fatigue == pytest.approx(-0.8, abs=0.15)

@@ -41,7 +41,7 @@ def test_config_defaults_round_trip_through_json():
         ({"like_threshold": 6}, "like_threshold must be an integer in 1..5, got 6"),
         ({"satisfaction_memory": 1.0}, "satisfaction_memory must be in [0, 1), got 1.0"),
         ({"conformity_weight": math.nan}, "conformity_weight must be a finite number, got nan"),
-        ({"fatigue": -1.0}, "fatigue must be >= 0, got -1.0"),
+        ({"fatigue": -1.0}, "fatigue must be >= 0 with fatigue_curve='linear', got -1.0"),
     ],
 )
 def test_config_rejects_bad_values_naming_field_and_value(overrides, message):
