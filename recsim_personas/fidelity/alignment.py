@@ -45,21 +45,13 @@ def candidates(
     Returns:
         ``(user_rows, item_rows, label)``: int64, int64, bool (n,); label True for a real test movie.
     """
-    users = np.searchsorted(world.user_ids, test["user_id"].to_numpy(dtype=np.int64))
-    items = np.searchsorted(world.item_ids, test["item_id"].to_numpy(dtype=np.int64))
-    ok = (users < world.n_users) & (items < world.n_items)
-    ok[ok] &= world.user_ids[users[ok]] == test["user_id"].to_numpy(dtype=np.int64)[ok]
-    ok[ok] &= world.item_ids[items[ok]] == test["item_id"].to_numpy(dtype=np.int64)[ok]
-    users, items = users[ok], items[ok]
-    rated = np.zeros((world.n_users, world.n_items), dtype=bool)
-    for u, h in enumerate(world.history_items):
-        rated[u, h] = True
-    rated[users, items] = True
+    from recsim_personas.recommenders.simulated import pair_mask
+
+    in_test = pair_mask(world, test)
+    users, items = np.nonzero(in_test)
+    rated = in_test | history_matrix(world).astype(bool)
     if train is not None:
-        tu = np.searchsorted(world.user_ids, train["user_id"].to_numpy(dtype=np.int64))
-        ti = np.searchsorted(world.item_ids, train["item_id"].to_numpy(dtype=np.int64))
-        keep = (tu < world.n_users) & (ti < world.n_items)
-        rated[tu[keep], ti[keep]] = True
+        rated |= pair_mask(world, train)
     out_u, out_i = [users], [items]
     counts = np.bincount(users, minlength=world.n_users) * int(ratio)
     for u in np.flatnonzero(counts):
@@ -93,12 +85,19 @@ def top_share(score: np.ndarray, share: float) -> np.ndarray:
     return decided
 
 
-def item_knn_scores(world: World, users: np.ndarray, items: np.ndarray, neighbours: int = 50) -> np.ndarray:
-    """Implicit item-kNN scores: Σ over the user's train movies of their cosine similarity to the candidate,
-    keeping each candidate's ``neighbours`` most similar movies. float64 (n,)."""
+def item_knn_scores(x: np.ndarray, users: np.ndarray, items: np.ndarray, neighbours: int = 50) -> np.ndarray:
+    """Implicit item-kNN scores: Σ over the user's rated movies of their cosine similarity to the candidate,
+    keeping each candidate's ``neighbours`` most similar movies.
+
+    Args:
+        x: the user-item matrix the similarities are learnt from, float (n_rows, n_items), 1 = rated.
+        users: rows of ``x``, int (n,); items: item indices, int (n,).
+
+    Returns:
+        float64 (n,).
+    """
     from sklearn.metrics.pairwise import cosine_similarity
 
-    x = _history_matrix(world)
     sim = cosine_similarity(x.T, dense_output=True)
     np.fill_diagonal(sim, 0.0)
     if neighbours < sim.shape[0]:
@@ -107,20 +106,29 @@ def item_knn_scores(world: World, users: np.ndarray, items: np.ndarray, neighbou
     return np.einsum("pi,pi->p", x[users], sim[:, items].T)
 
 
-def ease_scores(world: World, users: np.ndarray, items: np.ndarray, l2: float) -> np.ndarray:
-    """EASE scores of the user's train movies for the candidates (fitted on the world users' train
-    histories plus nothing else), float64 (n,)."""
+def ease_scores(x: np.ndarray, users: np.ndarray, items: np.ndarray, l2: float) -> np.ndarray:
+    """EASE scores (:func:`~recsim_personas.choice.ease.fit_ease` on ``x``) of the candidates, float64 (n,);
+    arguments as :func:`item_knn_scores`."""
     from recsim_personas.choice.ease import fit_ease
 
-    x = _history_matrix(world)
     b = fit_ease(x, l2)
     return np.einsum("pi,pi->p", x[users], b[:, items].T)
 
 
-def _history_matrix(world: World) -> np.ndarray:
-    x = np.zeros((world.n_users, world.n_items), dtype=np.float64)
-    for u, h in enumerate(world.history_items):
-        x[u, h] = 1.0
+def history_matrix(world: World, history: pd.DataFrame | None = None) -> np.ndarray:
+    """A user-item matrix, float64: the world users' train histories (``history=None``), or ``history``'s
+    ratings with the world's users as the first ``n_users`` rows (other users after them)."""
+    if history is None:
+        x = np.zeros((world.n_users, world.n_items), dtype=np.float64)
+        for u, h in enumerate(world.history_items):
+            x[u, h] = 1.0
+        return x
+    ids = history["user_id"].to_numpy(dtype=np.int64)
+    order = np.concatenate([world.user_ids, np.setdiff1d(np.unique(ids), world.user_ids)])
+    rank = np.argsort(order)
+    rows = rank[np.searchsorted(order[rank], ids)]
+    x = np.zeros((len(order), world.n_items), dtype=np.float64)
+    x[rows, np.searchsorted(world.item_ids, history["item_id"].to_numpy(dtype=np.int64))] = 1.0
     return x
 
 
@@ -164,9 +172,7 @@ def preference_alignment(
     table = UserTable(world)
     session = open_choice(world)
     cfg = world.session_config or SessionConfig()
-    knn_x = ease_x = None
-    if history is not None:
-        knn_x = ease_x = _history_matrix_of(world, history)
+    x = history_matrix(world, history)
     out: dict[str, Any] = {"choice": getattr(world.choice, "name", "handset"), "rater": world.rater_name}
     per_ratio: dict[str, Any] = {}
     for m, seq in zip(ratios, root.spawn(len(ratios)), strict=True):
@@ -179,8 +185,8 @@ def preference_alignment(
         scores = {
             "random": rng_random.random(len(users)),
             "popularity": world.item_popularity[items].astype(np.float64),
-            "item_knn": _knn(world, knn_x, users, items, knn_neighbours),
-            "ease": _ease(world, ease_x, users, items, ease_l2),
+            "item_knn": item_knn_scores(x, users, items, knn_neighbours),
+            "ease": ease_scores(x, users, items, ease_l2),
         }
         per_ratio[str(m)] = {
             "n": len(label),
@@ -202,38 +208,3 @@ def preference_alignment(
         }
     out["ratios"] = per_ratio
     return out
-
-
-def _history_matrix_of(world: World, history: pd.DataFrame) -> np.ndarray:
-    """A user-item matrix of ``history`` whose first ``n_users`` rows are the world's users (others after)."""
-    ids = history["user_id"].to_numpy(dtype=np.int64)
-    others = np.setdiff1d(np.unique(ids), world.user_ids)
-    order = np.concatenate([world.user_ids, others])
-    rank = np.argsort(order)
-    rows = rank[np.searchsorted(order[rank], ids)]
-    cols = np.searchsorted(world.item_ids, history["item_id"].to_numpy(dtype=np.int64))
-    x = np.zeros((len(order), world.n_items), dtype=np.float64)
-    x[rows, cols] = 1.0
-    return x
-
-
-def _knn(world: World, x: np.ndarray | None, users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
-    if x is None:
-        return item_knn_scores(world, users, items, k)
-    from sklearn.metrics.pairwise import cosine_similarity
-
-    sim = cosine_similarity(x.T, dense_output=True)
-    np.fill_diagonal(sim, 0.0)
-    if k < sim.shape[0]:
-        cut = np.partition(sim, -k, axis=0)[-k]
-        sim = np.where(sim >= cut[None, :], sim, 0.0)
-    return np.einsum("pi,pi->p", x[users], sim[:, items].T)
-
-
-def _ease(world: World, x: np.ndarray | None, users: np.ndarray, items: np.ndarray, l2: float) -> np.ndarray:
-    if x is None:
-        return ease_scores(world, users, items, l2)
-    from recsim_personas.choice.ease import fit_ease
-
-    b = fit_ease(x, l2)
-    return np.einsum("pi,pi->p", x[users], b[:, items].T)

@@ -227,7 +227,7 @@ def evaluate_policy(
     w, config = base.world, base.config
     if history_len is None:
         history_len = int(getattr(policy, "history_len", None) or base.history_len)
-    checked = CheckedPolicy(policy, w.n_items, None if test is None else rated_in_test(w, test))
+    checked = CheckedPolicy(policy, w.n_items, None if test is None else pair_mask(w, test))
     per_seed: dict[str, list[float]] = {name: [] for name in SIM_METRICS}
     totals, watched, sessions, shown_test, shown_total = [], [], [], [], []
     t0 = time.perf_counter()
@@ -271,14 +271,14 @@ def evaluate_policy(
     )
 
 
-def rated_in_test(world: Any, test: Any) -> np.ndarray:
-    """True where a world user rated a movie in ``test`` (``user_id``, ``item_id``), bool (n_users, n_items);
+def pair_mask(world: Any, ratings: Any) -> np.ndarray:
+    """True where a world user rated a movie in ``ratings`` (``user_id``, ``item_id``), bool (n_users, n_items);
     ratings of users or movies outside the world are ignored."""
-    users = np.searchsorted(world.user_ids, test["user_id"].to_numpy(dtype=np.int64))
-    items = np.searchsorted(world.item_ids, test["item_id"].to_numpy(dtype=np.int64))
+    users = np.searchsorted(world.user_ids, ratings["user_id"].to_numpy(dtype=np.int64))
+    items = np.searchsorted(world.item_ids, ratings["item_id"].to_numpy(dtype=np.int64))
     ok = (users < world.n_users) & (items < world.n_items)
-    ok[ok] &= world.user_ids[users[ok]] == test["user_id"].to_numpy(dtype=np.int64)[ok]
-    ok[ok] &= world.item_ids[items[ok]] == test["item_id"].to_numpy(dtype=np.int64)[ok]
+    ok[ok] &= world.user_ids[users[ok]] == ratings["user_id"].to_numpy(dtype=np.int64)[ok]
+    ok[ok] &= world.item_ids[items[ok]] == ratings["item_id"].to_numpy(dtype=np.int64)[ok]
     mask = np.zeros((world.n_users, world.n_items), dtype=bool)
     mask[users[ok], items[ok]] = True
     return mask
