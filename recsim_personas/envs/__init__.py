@@ -1,13 +1,15 @@
 """The simulated population and the Gymnasium environments built on it.
 
-- :class:`World` / :func:`make_world` (:mod:`.world`) — a split's items, users, traits, histories and the rater,
-  loaded once and shared.
+- :class:`World` / :func:`make_world` (:mod:`.world`) — a split's items, users, traits, histories, the rater and
+  the choice model (:mod:`recsim_personas.choice`), loaded once and shared.
 - :class:`Population` (:mod:`.model`, a ``mesa.Model`` with event-scheduled sessions) — the simulation; its
   users' state is a :class:`~.state.UserTable` (:mod:`.state`), a page is :func:`~.reaction.react_page`
   (:mod:`.reaction`), its daily counters are in :mod:`.metrics`.
-- :class:`SessionConfig` — the coefficients of the behaviour model (:mod:`.session`).
-- :class:`MovieLensEnv` (``recsim_personas/MovieLens-v0``) and :class:`MovieLensVectorEnv` (its
-  ``vector_entry_point``), sharing :mod:`.env_common`; :class:`SlateSpace` and :func:`check_slates` (:mod:`.spaces`).
+- :class:`SessionConfig` — the coefficients of the behaviour model (:mod:`.session`), fitted on the timestamps
+  by :mod:`.calibration`.
+- :class:`MovieLensEnv` (``recsim_personas/MovieLens-v1``; ``-v0`` with the hand-set behaviour) and
+  :class:`MovieLensVectorEnv` (its ``vector_entry_point``), sharing :mod:`.env_common`; :class:`SlateSpace`
+  and :func:`check_slates` (:mod:`.spaces`).
 
 The names are imported lazily (on first attribute access), so importing the package (or a light submodule
 such as :mod:`.session`) does not load Mesa, pandas or the environments.

@@ -164,7 +164,8 @@ def _fidelity(report: GapReport) -> list[str]:
             "liked watches of movies never rated",
         ]
         lines += ["", *_table(columns, map(_watched_row, report.results))]
-    lines += alignment_lines(report.fidelity.get("alignment") or {}, report.fidelity.get("choice") or {})
+    alignment = alignment_lines(report.fidelity.get("alignment") or {}, report.fidelity.get("choice") or {})
+    lines += ["", *alignment] if alignment else []
     if any(r.behaviour for r in report.results):
         lines += ["", *behaviour_table(report.results)]
     return lines

@@ -188,7 +188,7 @@ def evaluate_policy(
     """Run the population of ``env_id``'s world for ``days`` days under ``policy``, once per seed.
 
     Args:
-        env_id: a registered environment id (``"recsim_personas/MovieLens-v0"``).
+        env_id: a registered environment id (``"recsim_personas/MovieLens-v1"``).
         policy: anything with ``slate_size`` and ``act_batch(obs)``; an optional ``seed(seed)`` method is
             called with a child of each run's seed, and an optional ``history_len`` attribute sets the
             observation's history length (default: the environment's).
