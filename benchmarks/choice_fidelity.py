@@ -85,6 +85,10 @@ def main(args: Args) -> dict:
                 "alignment": report["alignment_summary"],
                 "alignment_sampled": {m: r["model"]["sampled"] for m, r in report["alignment"]["ratios"].items()},
                 "behaviour": {p: v["behaviour"]["distances"] for p, v in report["policies"].items()},
+                "floors": {
+                    p: {k: v["behaviour"]["simulated"][k] for k in ("genre_js_floor", "rating_w1_per_user_floor")}
+                    for p, v in report["policies"].items()
+                },
                 "replay": {p: v["replay"] for p, v in report["policies"].items()},
             }
         per_seed.append(row)
@@ -112,6 +116,10 @@ def summarise(per_seed: list[dict]) -> dict:
                 for name, value in d.items():
                     distances.setdefault(policy, {}).setdefault(name, []).append(value)
         s[choice]["behaviour"] = {p: {n: mean(v) for n, v in d.items()} for p, d in distances.items()}
+        s[choice]["floors"] = {
+            p: {k: mean([r[choice]["floors"][p][k] for r in per_seed]) for k in r0}
+            for p, r0 in per_seed[0][choice]["floors"].items()
+        }
     s["fit_seconds"] = mean([r["fit_seconds"]["choice"] + r["fit_seconds"]["sessions"] for r in per_seed])
     return s
 
@@ -149,7 +157,25 @@ def render(result: dict) -> str:
             better = value is not None and other is not None and value < other
             closer += better
             lines.append(f"| {name} | {value:.3f} | {other:.3f} | {'fitted' if better else 'hand-set'} |")
-        lines += ["", f"The fitted configuration is closer on {closer} of {len(f['behaviour'][policy])} distances.", ""]
+        lines += ["", f"The fitted configuration is closer on {closer} of {len(f['behaviour'][policy])} distances."]
+        ff, hf = f["floors"][policy], h["floors"][policy]
+        lines += [
+            f"A perfect simulator making as many picks per user would score genre JS {ff['genre_js_floor']:.3f}"
+            f" and per-user rating W1 {ff['rating_w1_per_user_floor']:.3f} with the fitted configuration's"
+            f" picks, {hf['genre_js_floor']:.3f} and {hf['rating_w1_per_user_floor']:.3f} with the hand-set one's.",
+        ]
+        fb, hb = f["behaviour"][policy], h["behaviour"][policy]
+        for key, floor, label in (
+            ("genre_js", "genre_js_floor", "genre JS"),
+            ("rating_w1_per_user", "rating_w1_per_user_floor", "per-user rating W1"),
+        ):
+            excess_f, excess_h = fb[key] - ff[floor], hb[key] - hf[floor]
+            who = "fitted" if excess_f < excess_h else "hand-set"
+            lines.append(
+                f"Above that floor the {label} is {excess_f:.3f} (fitted) vs {excess_h:.3f} (hand-set): the {who}"
+                " configuration is closer."
+            )
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,10 @@ simulation of ``days`` days. The measures:
 ``off_taste_share``          |difference| of the share of picks sharing no genre with the user's top genres
 ============================ =================================================================================
 
+The per-user measures grow when a user makes few picks, whatever the simulator: ``genre_js_floor`` and
+``rating_w1_per_user_floor`` (on the simulated side) are the same measures for a perfect simulator that made as
+many picks per user — a draw, with replacement, from the user's own real test picks — to read them against.
+
 A user's test part usually begins in the middle of a sitting: its first test ratings continue the session
 its train part ended in (the split cuts by rating count, not by session). Given the train ratings, such a
 session is left out of the real side's sessions (it is neither a whole session nor a visit of the test
@@ -88,6 +92,7 @@ def behaviour_statistics(
     *,
     gap_minutes: float = 30.0,
     train: pd.DataFrame | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Real (test part) vs simulated behaviour of the world's users.
 
@@ -99,6 +104,7 @@ def behaviour_statistics(
         gap_minutes: the session gap of the real sessions.
         train: the split's train ratings (``user_id``, ``timestamp``): test sessions that continue the user's
             last train session are left out of the session measures.
+        seed: seed of the noise floors' draws.
 
     Returns:
         ``{"real": {...}, "simulated": {...}, "distances": {name: value or None}}`` (see the module docstring);
@@ -145,8 +151,9 @@ def behaviour_statistics(
     sim_sizes_all = np.concatenate(sim_sizes) if sim_sizes else np.zeros(0, dtype=np.int64)
     sim_per_user_all = np.concatenate(sim_per_user) if sim_per_user else np.zeros(0, dtype=np.int64)
 
-    per_user_w1, js = [], []
+    per_user_w1, js, floor_w1, floor_js = [], [], [], []
     without = users_with_test = 0
+    rng = np.random.default_rng(seed)
     for u in range(world.n_users):
         real_u = r_items[r_users == u]
         if real_u.size == 0:
@@ -156,8 +163,14 @@ def behaviour_statistics(
         if not sim_mask.any():
             without += 1
             continue
-        js.append(float(jensenshannon(_genre_dist(world, real_u), _genre_dist(world, s_items[sim_mask]), base=2)))
+        real_dist = _genre_dist(world, real_u)
+        js.append(float(jensenshannon(real_dist, _genre_dist(world, s_items[sim_mask]), base=2)))
         per_user_w1.append(_w1(r_ratings[r_users == u], s_ratings[sim_mask]))
+        # the same distances for a perfect simulator that made as many picks: a draw from the user's own
+        # real picks (with replacement)
+        draw = rng.integers(0, real_u.size, size=int(sim_mask.sum()))
+        floor_js.append(float(jensenshannon(real_dist, _genre_dist(world, real_u[draw]), base=2)))
+        floor_w1.append(_w1(r_ratings[r_users == u], r_ratings[r_users == u][draw]))
 
     real = _side(world, r_users, r_items, r_ratings)
     sim = _side(world, s_users, s_items, s_ratings)
@@ -174,6 +187,8 @@ def behaviour_statistics(
         sessions_per_user=float(sim_per_user_all.mean()) if len(sim_per_user_all) else None,
         sessions_without_watch=int(sum(int((np.asarray(r["watches"]) == 0).sum()) for r in sessions)),
         users_without_watch=without / users_with_test if users_with_test else None,
+        genre_js_floor=float(np.mean(floor_js)) if floor_js else None,
+        rating_w1_per_user_floor=float(np.mean(floor_w1)) if floor_w1 else None,
     )
     off_real, off_sim = real["off_taste_share"], sim["off_taste_share"]
     distances = {

@@ -182,6 +182,8 @@ def render_fidelity(report: Mapping[str, Any]) -> str:
             ("log_popularity", "mean log(1 + popularity)"),
             ("off_taste_share", "off-taste share"),
             ("users_without_watch", "users without a watch"),
+            ("genre_js_floor", "genre JS of a perfect simulator with as many picks"),
+            ("rating_w1_per_user_floor", "rating W1 per user of a perfect simulator with as many picks"),
         ):
             sims = [num(p["behaviour"]["simulated"].get(key), 3) for p in report["policies"].values()]
             lines.append(f"| {label} | {num(real.get(key), 3)} | " + " | ".join(sims) + " |")

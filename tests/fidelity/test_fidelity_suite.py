@@ -208,3 +208,17 @@ def test_test_sessions_continuing_a_train_session_are_left_out(world, split):
     assert cut["sessions_continued_from_train"] == len(first)
     assert cut["sessions"] == whole["sessions"] - len(first)
     assert cut["n"] == whole["n"]  # the ratings still count for the pick measures
+
+
+def test_noise_floors_shrink_with_the_number_of_simulated_picks(world, split):
+    t = split.test[split.test["user_id"].isin(world.user_ids)]
+    sessions = [{"user_id": t["user_id"].to_numpy()[:1], "watches": np.array([1])}]
+
+    def floors(per_user: int) -> dict:
+        picks = t.groupby("user_id").head(per_user)
+        watched = [{k: picks[k].to_numpy() for k in ("user_id", "item_id", "rating")}]
+        return behaviour_statistics(world, split.test, watched, sessions)["simulated"]
+
+    few, many = floors(1), floors(40)
+    assert few["genre_js_floor"] > many["genre_js_floor"] >= 0.0
+    assert few["rating_w1_per_user_floor"] > many["rating_w1_per_user_floor"] >= 0.0
