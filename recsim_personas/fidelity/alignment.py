@@ -142,6 +142,8 @@ def preference_alignment(
     history: pd.DataFrame | None = None,
     ease_l2: float = 3000.0,
     knn_neighbours: int = 50,
+    max_users: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The preference-alignment test of the world's users, beside the baselines.
 
@@ -155,30 +157,43 @@ def preference_alignment(
             train histories); pass the split's whole history (train + background) to give them all of it.
         ease_l2: the EASE baseline's L2 penalty.
         knn_neighbours: the item-kNN baseline's neighbours.
+        max_users: score a seeded sample of at most this many users (all by default): a slow rater (persona
+            agents rate tens of movies a second) is asked about every candidate, 1 + m per test movie.
+        progress: a progress bar over the rater's batches.
 
     Returns:
         ``{"choice": name, "ratios": {m: {"n", "positives", "model": {"roc_auc", "threshold": {...},
         "sampled": {...}, "log_likelihood"}, "baselines": {name: {"roc_auc", "top_share": {...}}}}}}``.
     """
+    import pandas as pd
     from sklearn.metrics import roc_auc_score
 
+    from recsim_personas.agents.fidelity import predict_distributions
     from recsim_personas.agents.rater import RATINGS
     from recsim_personas.choice.fit import log_likelihood
     from recsim_personas.choice.model import open_choice
     from recsim_personas.envs.session import SessionConfig
     from recsim_personas.envs.state import UserTable
+    from recsim_personas.errors import ConfigError
 
     root = np.random.SeedSequence(seed)
     table = UserTable(world)
     session = open_choice(world)
     cfg = world.session_config or SessionConfig()
     x = history_matrix(world, history)
+    if max_users is not None:
+        if isinstance(max_users, bool) or not isinstance(max_users, int) or max_users < 1:
+            raise ConfigError(f"max_users must be a positive integer, got {max_users!r}.")
+        if max_users < world.n_users:
+            keep = np.random.default_rng(seed).choice(world.user_ids, size=max_users, replace=False)
+            test = test[test["user_id"].isin(keep)]
     out: dict[str, Any] = {"choice": getattr(world.choice, "name", "handset"), "rater": world.rater_name}
     per_ratio: dict[str, Any] = {}
     for m, seq in zip(ratios, root.spawn(len(ratios)), strict=True):
         rng_items, rng_decide, rng_random = (np.random.default_rng(s) for s in seq.spawn(3))
         users, items, label = candidates(world, test, m, rng_items, train)
-        expected = world.rater.predict(world.user_ids[users], world.item_ids[items]) @ RATINGS
+        requests = pd.DataFrame({"user_id": world.user_ids[users], "item_id": world.item_ids[items]})
+        expected = predict_distributions(world.rater, requests, progress=progress) @ RATINGS
         p = np.asarray(session.watch_probability(table, users, items, expected, cfg), dtype=np.float64)
         sampled = rng_decide.random(len(p)) < p
         share = 1.0 / (1.0 + m)

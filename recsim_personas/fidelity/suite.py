@@ -60,6 +60,7 @@ def run_fidelity(
     days: int = 30,
     ratios: Sequence[int] = (1, 3, 9),
     session_config: Any = None,
+    max_users: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The fidelity suite of a split's simulator.
@@ -74,6 +75,8 @@ def run_fidelity(
         days: simulated days per seed.
         ratios: random movies per real one in the alignment test.
         session_config: behaviour coefficients (default: those that go with the world's choice model).
+        max_users: score the preference alignment on a seeded sample of at most this many users (for slow
+            raters such as persona agents); the simulations run every user.
         progress: progress bars.
 
     Returns:

@@ -222,3 +222,15 @@ def test_noise_floors_shrink_with_the_number_of_simulated_picks(world, split):
     few, many = floors(1), floors(40)
     assert few["genre_js_floor"] > many["genre_js_floor"] >= 0.0
     assert few["rating_w1_per_user_floor"] > many["rating_w1_per_user_floor"] >= 0.0
+
+
+def test_alignment_on_a_sample_of_users(world, split):
+    full = preference_alignment(world, split.test, ratios=(1,), train=split.train)["ratios"]["1"]
+    part = preference_alignment(world, split.test, ratios=(1,), train=split.train, max_users=5)["ratios"]["1"]
+    assert 0 < part["positives"] < full["positives"]
+    again = preference_alignment(world, split.test, ratios=(1,), train=split.train, max_users=5)["ratios"]["1"]
+    assert again == part  # the same seeded sample
+    from recsim_personas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_users must be a positive integer, got 0"):
+        preference_alignment(world, split.test, max_users=0)
