@@ -55,13 +55,14 @@ logger = logging.getLogger(__name__)
 _CHUNK = 4096
 
 
-def split_items(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_items(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """The split's items as the world orders them.
 
     Returns:
-        ``(item_ids, genres, year)``: int64 (n_items,) ascending; genre indicators float64 (n_items, n_genres)
-        in the world's genre order (sorted names, ``unknown`` only for items without another genre); release
-        years float64 (n_items,), missing ones filled with the median.
+        ``(item_ids, genres, year, names)``: int64 (n_items,) ascending; genre indicators float64
+        (n_items, n_genres) in the world's genre order; release years float64 (n_items,), missing ones filled
+        with the median; the genre names of the columns (sorted, ``unknown`` only for items without another
+        genre).
     """
     items = split.items.sort_values("item_id", kind="mergesort").reset_index(drop=True)
     item_ids = items["item_id"].to_numpy(dtype=np.int64)
@@ -73,7 +74,7 @@ def split_items(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         genres[j, [col[g] for g in gs]] = 1.0
     year = pd.to_numeric(items["year"], errors="coerce").astype("float64")
     year = year.fillna(year.median() if year.notna().any() else 1990.0).to_numpy()
-    return item_ids, genres, year
+    return item_ids, genres, year, names
 
 
 def item_side(
@@ -157,7 +158,6 @@ def sample_negatives(
         ``(user_rows, item_rows)``, int64 (sum(counts),) each.
     """
     out_u, out_i = [], []
-    n_items = rated.shape[1]
     for u, n in zip(users.tolist(), counts.tolist(), strict=True):
         allowed = np.flatnonzero(~rated[u])
         n = min(int(n), allowed.size)
@@ -168,7 +168,6 @@ def sample_negatives(
             p = weights[allowed] / weights[allowed].sum()
         out_i.append(rng.choice(allowed, size=n, replace=False, p=p))
         out_u.append(np.full(n, u, dtype=np.int64))
-    del n_items
     if not out_u:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(out_u), np.concatenate(out_i).astype(np.int64)
@@ -234,7 +233,7 @@ def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice
     config = config or ChoiceConfig()
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    item_ids, genres, year = split_items(split)
+    item_ids, genres, year, genre_names = split_items(split)
     history = split.history().sort_values(["user_id", "timestamp", "item_id"], kind="mergesort")
     history = history.reset_index(drop=True)
     held = temporal_holdout(history, config.holdout_share)
@@ -289,13 +288,10 @@ def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice
     hist_avg = hist_avg.fillna(float(known["rating"].mean())).to_numpy()
     shares = genre_share(known, split.items).reindex(user_ids).fillna(0.0)
     tops = top_genres(shares)
-    names = sorted({g for gs in split.items["genres"] for g in gs if g != "unknown"} or {"unknown"})
-    col = {g: k for k, g in enumerate(names)}
+    col = {g: k for k, g in enumerate(genre_names)}
     top_matrix = np.zeros((len(user_ids), genres.shape[1]), dtype=np.float64)
     for u, gs in enumerate(tops.tolist()):
-        for g in gs:
-            if g in col and col[g] < genres.shape[1]:
-                top_matrix[u, col[g]] = 1.0
+        top_matrix[u, [col[g] for g in gs if g in col]] = 1.0
     p_handset = handset_probability(expected, hist_avg[items], genres[items], top_matrix[users], traits[users])
 
     report: dict[str, Any] = {
