@@ -207,7 +207,7 @@ class FittedChoice:
         Args:
             out: the directory to create (must not exist).
             sessions: the fitted session behaviour (a :class:`~recsim_personas.envs.calibration.SessionFit`'s
-                ``to_dict()``), saved beside it as ``sessions.json``.
+                ``to_dict()``), saved beside it as ``sessions.json``, its config also as ``session_config.json``.
         """
         from safetensors.numpy import save_file
 
@@ -241,6 +241,9 @@ class FittedChoice:
             if sessions is not None:
                 write_json(tmp / SESSIONS_FILE, sessions)
                 files.append(SESSIONS_FILE)
+                if isinstance(sessions.get("config"), dict):  # the fitted SessionConfig alone, for --session-config
+                    write_json(tmp / SESSION_CONFIG_FILE, sessions["config"])
+                    files.append(SESSION_CONFIG_FILE)
             write_manifest(
                 tmp,
                 CHOICE,
@@ -363,6 +366,9 @@ class FittedSession:
 
 
 SESSIONS_FILE = "sessions.json"
+SESSION_CONFIG_FILE = "session_config.json"
+"""The fitted :class:`~recsim_personas.envs.session.SessionConfig`'s fields alone: what ``simulate`` and
+``benchmark`` read with ``--session-config FILE``."""
 
 
 def read_sessions(path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -139,6 +139,11 @@ def test_choice_fit_and_fidelity_commands(tmp_path, capsys, tiny_split_dir):
     payload = json.loads(capsys.readouterr().out)
     assert payload["choice"]["positives"] > 0 and "start_min" in payload["sessions"]["config"]
     assert (tmp_path / "choice" / "manifest.json").is_file() and (tmp_path / "choice" / "sessions.json").is_file()
+    from recsim_personas.cli._options import load_config_file
+    from recsim_personas.envs.session import SessionConfig
+
+    fitted = SessionConfig.from_dict(load_config_file(tmp_path / "choice" / "session_config.json", "session config"))
+    assert fitted.to_dict() == payload["sessions"]["config"]
     from recsim_personas.errors import ArtifactError
 
     with pytest.raises(ArtifactError, match="already exists"):
