@@ -244,7 +244,7 @@ def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice
             " Fix: use a split with more ratings per user."
         )
     user_ids = np.unique(known["user_id"].to_numpy(dtype=np.int64))
-    nxt = nxt[nxt["user_id"].isin(user_ids)].groupby("user_id", sort=True).head(config.max_positives_per_user)
+    nxt = nxt.groupby("user_id", sort=True).head(config.max_positives_per_user)
 
     # Everything the features see at fitting time: the earlier part only.
     items_fit = item_side(known, item_ids, genres, year, config)
@@ -256,11 +256,10 @@ def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice
 
     pos_u = np.searchsorted(user_ids, nxt["user_id"].to_numpy(dtype=np.int64))
     pos_i = np.searchsorted(item_ids, nxt["item_id"].to_numpy(dtype=np.int64))
+    # every history user keeps at least one earlier rating (temporal_holdout), so every one has a row
     rated = np.zeros((len(user_ids), len(item_ids)), dtype=bool)
     h_rows = np.searchsorted(user_ids, history["user_id"].to_numpy(dtype=np.int64))
-    ok = h_rows < len(user_ids)
-    ok[ok] &= user_ids[h_rows[ok]] == history["user_id"].to_numpy(dtype=np.int64)[ok]
-    rated[h_rows[ok], np.searchsorted(item_ids, history["item_id"].to_numpy(dtype=np.int64)[ok])] = True
+    rated[h_rows, np.searchsorted(item_ids, history["item_id"].to_numpy(dtype=np.int64))] = True
     per_user = np.bincount(pos_u, minlength=len(user_ids)) * config.negatives_per_positive
     weights = None if config.negative_sampling == "uniform" else np.exp(items_fit.log_popularity)  # 1 + count
     neg_u, neg_i = sample_negatives(np.arange(len(user_ids)), per_user, rated, weights, rng)

@@ -51,8 +51,8 @@ MODEL_FILE = "choice.json"
 
 
 class ChoiceSession(Protocol):
-    """The choice model of one simulation: what it keeps of the users changes with what they watch, so each
-    population holds its own session (like a rater session), never the shared world."""
+    """The choice model as a simulation asks it, ready for one world's users. It reads what a user has watched
+    from the population's table, so it keeps no simulation state: populations of one world may share it."""
 
     def watch_probability(
         self, table: UserTable, users: np.ndarray, items: np.ndarray, expected: np.ndarray, cfg: SessionConfig
@@ -69,10 +69,6 @@ class ChoiceSession(Protocol):
         Returns:
             float64 (P,) in [0, 1].
         """
-        ...
-
-    def observe(self, users: np.ndarray, items: np.ndarray) -> None:
-        """The users (rows, int64 (W,)) watched the items (indices, int64 (W,)), in this order."""
         ...
 
 
@@ -119,9 +115,6 @@ class HandsetSession:
         return watch_probability(
             expected, w.item_hist_avg[items], off_taste, False, table.conformity[users], table.diversity[users], cfg
         )
-
-    def observe(self, users: np.ndarray, items: np.ndarray) -> None:
-        return None
 
 
 DYNAMIC: tuple[str, ...] = ("ease_recent", "expected_rating")
@@ -304,7 +297,8 @@ class BoundChoice:
     ``fixed[u, j] + a · ease_recent(u, j) + c · expected``, where ``fixed`` — every feature of
     :data:`~recsim_personas.choice.features.FEATURES` but the :data:`DYNAMIC` ones, standardised and weighted,
     plus the intercept — is computed once here from the users' logged (train) histories, float32
-    (n_users, n_items), and shared read-only by the sessions.
+    (n_users, n_items), read-only. What a user watched during a simulation enters through
+    ``ease_recent``, read from the population's table, so one bound model serves every population of the world.
     """
 
     def __init__(self, model: FittedChoice, world: World) -> None:
@@ -335,45 +329,27 @@ class BoundChoice:
     def describe(self) -> dict[str, Any]:
         return self.model.describe()
 
-    def session(self, world: World) -> FittedSession:
+    def session(self, world: World) -> ChoiceSession:
+        """Itself for the world it was bound to (it keeps no simulation state); bound anew for another."""
         if world.n_users != self.n_users or world.choice is not self:
-            return self.model.bind(world).session(world)
-        return FittedSession(self)
-
-
-class FittedSession:
-    """A fitted choice model in one simulation: reads the population's table (the latest watches), keeps
-    nothing itself."""
-
-    def __init__(self, bound: BoundChoice) -> None:
-        self.bound = bound
+            return self.model.bind(world)
+        return self
 
     def watch_probability(self, table, users, items, expected, cfg) -> np.ndarray:
-        b, s = self.bound, self.bound.model.items
+        s = self.model.items
         offsets = table.hist_len[users][:, None] - s.recent_items + np.arange(s.recent_items)[None, :]
         cols = np.maximum(offsets, 0)
         recent = np.where(offsets >= 0, table.hist_items[users[:, None], cols], -1)
         ease_recent = s.ease[recent, items[:, None]].sum(axis=1, dtype=np.float64)
         z = (
-            b.fixed[users, items]
-            + b.dynamic["ease_recent"] * ease_recent
-            + b.dynamic["expected_rating"] * np.asarray(expected, dtype=np.float64)
+            self.fixed[users, items]
+            + self.dynamic["ease_recent"] * ease_recent
+            + self.dynamic["expected_rating"] * np.asarray(expected, dtype=np.float64)
         )
         return 1.0 / (1.0 + np.exp(-z))
-
-    def observe(self, users: np.ndarray, items: np.ndarray) -> None:
-        return None
 
 
 SESSIONS_FILE = "sessions.json"
 SESSION_CONFIG_FILE = "session_config.json"
 """The fitted :class:`~recsim_personas.envs.session.SessionConfig`'s fields alone: what ``simulate`` and
 ``benchmark`` read with ``--session-config FILE``."""
-
-
-def read_sessions(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The fitted session behaviour saved with a choice model (``None`` if it was saved without)."""
-    f = Path(path) / SESSIONS_FILE
-    if not f.is_file():
-        return None
-    return json.loads(f.read_text(encoding="utf-8"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from recsim_personas.cli._argtypes import positive_int
 from recsim_personas.cli._options import add_config_options
 from recsim_personas.cli._output import emit
 
@@ -53,10 +54,10 @@ def register_choice(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--policies", default="random,pop", help="policies whose simulations are compared (default random,pop)"
     )
     fid.add_argument("--seeds", default="0", help="comma-separated simulation seeds (default 0)")
-    fid.add_argument("--days", type=int, default=30, help="simulated days per seed (default 30)")
+    fid.add_argument("--days", type=positive_int, default=30, help="simulated days per seed (default 30)")
     fid.add_argument(
         "--users",
-        type=int,
+        type=positive_int,
         default=None,
         help="preference alignment on a seeded sample of this many users (persona agents rate tens of movies a"
         " second; the 200 ML-100K users need about 180,000 ratings over the three ratios)",
@@ -116,8 +117,6 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}.") from exc
     if not seeds or any(s < 0 for s in seeds):
         raise ConfigError(f"--seeds must be non-negative integers, got {args.seeds!r}.")
-    if args.days < 1:
-        raise ConfigError(f"--days must be a positive integer, got {args.days!r}.")
     report = run_fidelity(
         args.split,
         rater=args.rater,

@@ -192,7 +192,7 @@ def sessionize(ratings: pd.DataFrame, gap_minutes: float = 30.0) -> pd.DataFrame
     return out
 
 
-def _session_table(rated: pd.DataFrame) -> pd.DataFrame:
+def session_table(rated: pd.DataFrame) -> pd.DataFrame:
     """One row per session of :func:`sessionize`'s output: ``user_id``, ``start``, ``end`` (timestamps), ``size``."""
     g = rated.groupby("session", sort=True)
     return pd.DataFrame(
@@ -260,7 +260,7 @@ class SessionStats:
 
 def session_stats(rated: pd.DataFrame, daily_start_rate: float = math.nan) -> SessionStats:
     """:class:`SessionStats` of :func:`sessionize`'s output (``daily_start_rate`` is passed through)."""
-    table = _session_table(rated)
+    table = session_table(rated)
     per_user = table.groupby("user_id").size().to_numpy()
     same_user = table["user_id"].to_numpy()[1:] == table["user_id"].to_numpy()[:-1]
     gaps = (table["start"].to_numpy()[1:] - table["end"].to_numpy()[:-1])[same_user] / SECONDS_PER_DAY
@@ -744,7 +744,7 @@ class _Sessions:
 
 def _prepare(history: pd.DataFrame, activity: Any, window_end: Any, gap_minutes: float) -> _Sessions:
     rated = sessionize(history, gap_minutes)
-    table = _session_table(rated)
+    table = session_table(rated)
     user_ids, user_of_row = np.unique(rated["user_id"].to_numpy(), return_inverse=True)
     act = _user_activity(activity, user_ids, np.bincount(user_of_row).astype(np.int64))
     ts = rated["timestamp"].to_numpy(dtype=np.int64)

@@ -82,7 +82,7 @@ def react_page(
         table: the population's state (updated in place).
         world: the simulation's inputs.
         rater: the population's rater session (asked once; told what was watched).
-        choice: the population's choice session (decides the watches; told what was watched).
+        choice: the population's choice session (decides the watches).
         cfg: the behaviour coefficients.
         rng: the population's generator.
         users: distinct user rows, int64 (N,).
@@ -121,7 +121,6 @@ def react_page(
     table.satisfaction[users] = sat
     if watched.any():
         table.record(users, slates, watched, ratings)
-        choice.observe(rows[watched], slates[watched])
         rater.observe(world.user_ids[rows[watched]], world.item_ids[slates[watched]], ratings[watched])
     return Reaction(
         users=users,

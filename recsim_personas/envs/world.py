@@ -95,7 +95,6 @@ class World:
         user_ref_day: the day (unix days) of each user's latest train rating, int64 (n_users,).
         user_genre_share: each user's genre shares over its train ratings (columns in :attr:`genres` order),
             float64 (n_users, n_genres).
-        item_year: each item's release year (missing ones filled with the median), float64 (n_items,).
     """
 
     item_ids: np.ndarray
@@ -115,7 +114,6 @@ class World:
     session_config: SessionConfig | None = None
     user_ref_day: np.ndarray | None = None
     user_genre_share: np.ndarray | None = None
-    item_year: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Shared by every population and environment built on it: make the arrays read-only.
@@ -219,9 +217,7 @@ def resolve_choice(
         ConfigError: an unknown name that is not a directory either, or ``config`` without ``"fitted"``.
         ArtifactError: a saved choice model that is damaged or was fitted on another split.
     """
-    from pathlib import Path
-
-    from recsim_personas.choice.model import FittedChoice, HandsetChoice, read_sessions
+    from recsim_personas.choice.model import FittedChoice, HandsetChoice
 
     if config is not None and choice != "fitted":
         raise ConfigError(f"choice_config applies to choice='fitted' only, not to choice={choice!r}.")
@@ -229,16 +225,13 @@ def resolve_choice(
         return HandsetChoice(), None
     if isinstance(choice, str) and choice == "fitted":
         from recsim_personas.choice.fit import fit_choice
-        from recsim_personas.envs.calibration import fit_split_sessions
 
-        return fit_choice(split, config), fit_split_sessions(split).config
+        return fit_choice(split, config), choice_sessions(choice, split)
     if isinstance(choice, str | os.PathLike):
-        path = Path(choice)
-        if not path.exists():
+        if not os.path.exists(choice):
             raise unknown_choice("choice", str(choice), [*CHOICES, "a directory from `recsim-personas choice fit`"])
-        model = FittedChoice.load(path, split_id=split.manifest.get("split_id"))
-        sessions = read_sessions(path)
-        return model, (None if sessions is None else session_config_of(sessions))
+        model = FittedChoice.load(choice, split_id=split.manifest.get("split_id"))
+        return model, choice_sessions(choice, split)
     if not callable(getattr(choice, "session", None)):
         raise ConfigError(
             f"choice must be {' or '.join(map(repr, CHOICES))}, a choice-model directory or a ChoiceModel (an"
@@ -249,27 +242,23 @@ def resolve_choice(
 
 def choice_sessions(choice: Any, split: Any) -> SessionConfig | None:
     """The session behaviour that goes with a choice model, without fitting the choice model: ``None`` for
-    ``"handset"`` (the hand-set defaults), fitted on ``split``'s timestamps for ``"fitted"``, read from a
-    ``choice fit`` directory's ``sessions.json``."""
+    ``"handset"`` (the hand-set defaults) or a choice-model object, fitted on ``split``'s timestamps for
+    ``"fitted"``, read from a ``choice fit`` directory's ``sessions.json`` (``None`` when it has none).
+
+    Raises:
+        ArtifactError: a damaged ``sessions.json`` (:meth:`~recsim_personas.envs.calibration.SessionFit.load`).
+    """
     from pathlib import Path
 
-    from recsim_personas.choice.model import read_sessions
+    from recsim_personas.choice.model import SESSIONS_FILE
+    from recsim_personas.envs.calibration import SessionFit, fit_split_sessions
 
     if choice == "handset" or not isinstance(choice, str | os.PathLike):
         return None
     if choice == "fitted":
-        from recsim_personas.envs.calibration import fit_split_sessions
-
         return fit_split_sessions(split).config
-    sessions = read_sessions(Path(choice))
-    return None if sessions is None else session_config_of(sessions)
-
-
-def session_config_of(sessions: dict[str, Any]) -> SessionConfig:
-    """The SessionConfig of a saved session fit (``sessions.json``)."""
-    from recsim_personas.envs.calibration import SessionFit
-
-    return SessionFit.from_dict(sessions).config
+    path = Path(choice) / SESSIONS_FILE
+    return SessionFit.load(path).config if path.is_file() else None
 
 
 def make_world(
@@ -295,7 +284,6 @@ def make_world(
         the :class:`~recsim_personas.envs.model.World`: the split's items (ascending ids), its sampled users
         (ascending ids) with their traits and train histories, and the rater.
     """
-    import pandas as pd
 
     from recsim_personas.data import load_split
     from recsim_personas.personas.traits import COVERAGE, compute_traits, genre_share
@@ -361,8 +349,6 @@ def make_world(
     from recsim_personas.choice.features import SECONDS_PER_DAY, genre_shares, item_genre_matrix
 
     last = train.groupby("user_id")["timestamp"].max().reindex(user_ids).to_numpy(dtype=np.int64)
-    year = pd.to_numeric(items["year"], errors="coerce").astype("float64")
-    year = year.fillna(year.median() if year.notna().any() else 1990.0).to_numpy()
     t_rows = np.repeat(np.arange(len(user_ids)), [len(h) for h in hist_items])
     shares_matrix = genre_shares(
         t_rows, np.concatenate(hist_items), item_genre_matrix(item_genres, len(genres)), len(user_ids)
@@ -389,7 +375,6 @@ def make_world(
         session_config=fitted_sessions,
         user_ref_day=last // SECONDS_PER_DAY,
         user_genre_share=shares_matrix,
-        item_year=year,
     )
     bind = getattr(choice_model, "bind", None)
     return dataclasses.replace(world, choice=bind(world)) if callable(bind) else world

@@ -59,8 +59,9 @@ DISTANCES: tuple[str, ...] = (
 
 
 def _genre_dist(world: World, items: np.ndarray) -> np.ndarray:
-    bits = world.item_genres[items]
-    g = ((bits[:, None] >> np.arange(len(world.genres))[None, :]) & 1).sum(axis=0).astype(np.float64)
+    from recsim_personas.choice.features import item_genre_matrix
+
+    g = item_genre_matrix(world.item_genres[items], len(world.genres)).sum(axis=0)
     return g / g.sum() if g.sum() else g
 
 
@@ -110,33 +111,28 @@ def behaviour_statistics(
         ``{"real": {...}, "simulated": {...}, "distances": {name: value or None}}`` (see the module docstring);
         the simulated side pools the runs.
     """
+    import pandas as pd
     from scipy.spatial.distance import jensenshannon
 
-    from recsim_personas.envs.calibration import sessionize
+    from recsim_personas.envs.calibration import session_table, sessionize
 
     t = test[test["user_id"].isin(world.user_ids) & test["item_id"].isin(world.item_ids)]
     r_users = np.searchsorted(world.user_ids, t["user_id"].to_numpy(dtype=np.int64))
     r_items = np.searchsorted(world.item_ids, t["item_id"].to_numpy(dtype=np.int64))
     r_ratings = t["rating"].to_numpy(dtype=np.int64)
-    real_sessions = sessionize(t, gap_minutes) if len(t) else None
+    table = (
+        session_table(sessionize(t, gap_minutes))
+        if len(t)
+        else pd.DataFrame({"user_id": [], "start": [], "end": [], "size": []}, dtype=np.int64)
+    )
     continued = 0
-    if real_sessions is not None and train is not None and len(train):
+    if len(table) and train is not None and len(train):
         last_train = train.groupby("user_id")["timestamp"].max()
-        first = real_sessions.groupby("session").agg(user_id=("user_id", "first"), start=("timestamp", "min"))
-        gap = first["start"].to_numpy() - first["user_id"].map(last_train).to_numpy(dtype=np.float64)
-        cut = first.index[gap <= gap_minutes * 60.0]
-        continued = len(cut)
-        real_sessions = real_sessions[~real_sessions["session"].isin(cut)]
-    real_sizes = (
-        real_sessions.groupby("session").size().to_numpy()
-        if real_sessions is not None and len(real_sessions)
-        else np.zeros(0, dtype=int)
-    )
-    real_per_user = (
-        real_sessions.groupby("user_id")["session"].nunique().reindex(world.user_ids).fillna(0).to_numpy()
-        if real_sessions is not None
-        else np.zeros(world.n_users)
-    )
+        cut = (table["start"] - table["user_id"].map(last_train)) <= gap_minutes * 60.0
+        continued = int(cut.sum())
+        table = table[~cut]
+    real_sizes = table["size"].to_numpy()
+    real_per_user = table.groupby("user_id").size().reindex(world.user_ids).fillna(0).to_numpy()
 
     s_users = np.concatenate([np.searchsorted(world.user_ids, np.asarray(w["user_id"])) for w in watched] or [[]])
     s_items = np.concatenate([np.searchsorted(world.item_ids, np.asarray(w["item_id"])) for w in watched] or [[]])

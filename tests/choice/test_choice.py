@@ -196,7 +196,6 @@ def test_a_session_follows_the_simulated_history_and_equals_the_feature_path(tin
     assert np.allclose(before, reference(), atol=1e-5)
     j = int(unseen[0])
     table.record(np.array([u]), np.array([[j]]), np.array([[True]]), np.array([[5]]))
-    session.observe(np.array([u]), np.array([j]))
     after = session.watch_probability(table, users, unseen, e, None)
     assert np.allclose(after, reference(), atol=1e-5)
     changed = np.flatnonzero(np.abs(fitted.items.ease[j, unseen]) > 1e-6)  # through ease_recent

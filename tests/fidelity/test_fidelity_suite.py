@@ -72,9 +72,6 @@ class OracleChoice:
         self.world = world
         return self
 
-    def observe(self, users, items):
-        return None
-
     def watch_probability(self, table, users, items, expected, cfg):
         if self.constant is not None:
             return np.full(len(users), self.constant)
