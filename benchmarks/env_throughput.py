@@ -67,6 +67,11 @@ def parse() -> Args:
     return Args(**vars(p.parse_args()))
 
 
+def days_per_k(row: dict) -> float:
+    """Simulated days per 1,000 transitions of a measurement (its first round)."""
+    return 1000.0 * row["simulated_days"] / (row["num_envs"] * row["steps"])
+
+
 class TimedRater:
     """Wraps a rater and accumulates the time spent in ``predict``."""
 
@@ -211,14 +216,14 @@ if __name__ == "__main__":
         f" Loading the split, fitting the rater and the choice models took {build_seconds:.2f} s (once).",
         "",
         "| choice | environment | num_envs | env steps/s | transitions/s | transitions/s incl. policy | rater share |"
-        " mean rater batch |",
-        "|---|---|---|---|---|---|---|---|",
+        " mean rater batch | simulated days per 1,000 transitions |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['choice']} | {r['env']} | {r['num_envs']} | {r['env_steps_per_s']:,.0f} |"
             f" {r['transitions_per_s']:,.0f} | {r['end_to_end_transitions_per_s']:,.0f} | {r['rater_share']:.0%} |"
-            f" {r['mean_rater_batch']:.1f} |"
+            f" {r['mean_rater_batch']:.1f} | {days_per_k(r):.1f} |"
         )
     if len(worlds) > 1:
         base = list(worlds)[-1]
@@ -229,14 +234,17 @@ if __name__ == "__main__":
                 continue
             other = by_name[r["name"].replace(f"{r['choice']}/", f"{base}/")]
             ratio = r["env_steps_per_s"] / other["env_steps_per_s"]
+            days = days_per_k(r) / max(days_per_k(other), 1e-12)
             lines.append(
-                f"- {r['env']} with {r['num_envs']} env(s): {r['choice']} runs at {ratio:.2f}× the steps/s of {base}."
+                f"- {r['env']} with {r['num_envs']} env(s): {r['choice']} runs at {ratio:.2f}× the steps/s of {base},"
+                f" simulating {days:.1f}× as many days per transition."
             )
     lines += [
         "",
         "*env steps/s*: calls of `step` per second (time inside `reset`/`step` only); *transitions/s*:"
         " num_envs × that; *incl. policy*: with the random policy's time added; *rater share*: time in"
-        " `rater.predict` over environment time (one batched call per step).",
+        " `rater.predict` over environment time (one batched call per step); *simulated days*: days the"
+        " population advanced (each day records the Mesa DataCollector and draws the day's session starts).",
     ]
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines) + "\n")

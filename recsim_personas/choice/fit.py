@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -210,28 +211,51 @@ def _scores(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
-def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice:
-    """Fit the choice model on a split's history (see the module docstring).
+@dataclass(frozen=True, eq=False)
+class TrainingSet:
+    """The labelled choices :func:`fit_choice` fits on (see the module docstring), and what they came from.
 
-    Args:
-        split: a loaded protocol split.
-        config: fitting settings (default :class:`~recsim_personas.choice.config.ChoiceConfig`).
+    Attributes:
+        x: the features of every (user, item) pair, float64 (P, len(FEATURES)), from the earlier part only.
+        y: 1 for a positive (a held-out next choice), 0 for a sampled negative, float64 (P,).
+        is_valid: True for the pairs of the validation users, bool (P,).
+        users: user rows of the pairs (into ``user_ids``), int64 (P,); items: item indices, int64 (P,).
+        expected: the bias rater's expected rating of each pair (fitted on the earlier part), float64 (P,).
+        user_ids, item_ids: int64, ascending; traits: the users' trait scores (n_users, 3) from the earlier part.
+        known: the earlier part of the history (``user_id``, ``item_id``, ``rating``, ``timestamp``).
+        history: the whole history, sorted by user and time.
+        genres, year, genre_names: as :func:`split_items` returns them.
+        n_validation_users: users kept out of the fit.
+    """
 
-    Returns:
-        the fitted model, its item side built from the whole history; ``report`` holds the counts, the
-        coefficients and the validation scores of the fitted model and of the hand-set formula.
+    x: np.ndarray
+    y: np.ndarray
+    is_valid: np.ndarray
+    users: np.ndarray
+    items: np.ndarray
+    expected: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    traits: np.ndarray
+    known: pd.DataFrame
+    history: pd.DataFrame
+    genres: np.ndarray
+    year: np.ndarray
+    genre_names: list[str]
+    n_validation_users: int
+
+
+def training_set(split: Split, config: ChoiceConfig | None = None) -> TrainingSet:
+    """The positives, sampled negatives and their features of a split's history (see the module docstring).
 
     Raises:
         ConfigError: the history is too small to hold out choices from.
     """
-    from sklearn.linear_model import LogisticRegression
-
     from recsim_personas.agents.classical import make_rater, temporal_holdout
     from recsim_personas.agents.rater import RATINGS
-    from recsim_personas.personas.traits import compute_traits, genre_share, top_genres
+    from recsim_personas.personas.traits import compute_traits
 
     config = config or ChoiceConfig()
-    started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     item_ids, genres, year, genre_names = split_items(split)
     history = split.history().sort_values(["user_id", "timestamp", "item_id"], kind="mergesort")
@@ -269,9 +293,50 @@ def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice
     y = np.concatenate([np.ones(len(pos_u)), np.zeros(len(neg_u))])
     expected = rater.predict(user_ids[users], item_ids[items]) @ RATINGS
     x = features_chunked(items_fit, users_fit, users, items, expected)
-
     valid_users = rng.random(len(user_ids)) < config.validation_share
-    is_valid = valid_users[users]
+    return TrainingSet(
+        x=x,
+        y=y,
+        is_valid=valid_users[users],
+        users=users,
+        items=items,
+        expected=expected,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        traits=traits,
+        known=known,
+        history=history,
+        genres=genres,
+        year=year,
+        genre_names=genre_names,
+        n_validation_users=int(valid_users.sum()),
+    )
+
+
+def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice:
+    """Fit the choice model on a split's history (see the module docstring).
+
+    Args:
+        split: a loaded protocol split.
+        config: fitting settings (default :class:`~recsim_personas.choice.config.ChoiceConfig`).
+
+    Returns:
+        the fitted model, its item side built from the whole history; ``report`` holds the counts, the
+        coefficients and the validation scores of the fitted model and of the hand-set formula.
+
+    Raises:
+        ConfigError: the history is too small to hold out choices from.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from recsim_personas.personas.traits import genre_share, top_genres
+
+    config = config or ChoiceConfig()
+    started = time.perf_counter()
+    data = training_set(split, config)
+    x, y, is_valid, users, items = data.x, data.y, data.is_valid, data.users, data.items
+    known, user_ids, item_ids, genres = data.known, data.user_ids, data.item_ids, data.genres
+
     mean = x[~is_valid].mean(axis=0)
     scale = x[~is_valid].std(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)
@@ -287,17 +352,19 @@ def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice
     hist_avg = hist_avg.fillna(float(known["rating"].mean())).to_numpy()
     shares = genre_share(known, split.items).reindex(user_ids).fillna(0.0)
     tops = top_genres(shares)
-    col = {g: k for k, g in enumerate(genre_names)}
+    col = {g: k for k, g in enumerate(data.genre_names)}
     top_matrix = np.zeros((len(user_ids), genres.shape[1]), dtype=np.float64)
     for u, gs in enumerate(tops.tolist()):
         top_matrix[u, [col[g] for g in gs if g in col]] = 1.0
-    p_handset = handset_probability(expected, hist_avg[items], genres[items], top_matrix[users], traits[users])
+    p_handset = handset_probability(
+        data.expected, hist_avg[items], genres[items], top_matrix[users], data.traits[users]
+    )
 
     report: dict[str, Any] = {
         "history_users": len(user_ids),
-        "positives": len(pos_u),
-        "negatives": len(neg_u),
-        "validation_users": int(valid_users.sum()),
+        "positives": int(y.sum()),
+        "negatives": int(len(y) - y.sum()),
+        "validation_users": data.n_validation_users,
         "train": _scores(p_fitted[~is_valid], y[~is_valid]),
         "validation": {
             "fitted": _scores(p_fitted[is_valid], y[is_valid]),
@@ -308,12 +375,12 @@ def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice
     }
 
     # Deployment: the item side from the whole history.
-    items_all = item_side(history, item_ids, genres, year, config)
+    items_all = item_side(data.history, item_ids, genres, data.year, config)
     report["seconds"] = time.perf_counter() - started
     logger.info(
         "fitted the choice model on %d positives and %d negatives in %.1f s (validation AUC %.3f, hand-set %.3f)",
-        len(pos_u),
-        len(neg_u),
+        report["positives"],
+        report["negatives"],
         report["seconds"],
         report["validation"]["fitted"]["roc_auc"],
         report["validation"]["handset"]["roc_auc"],

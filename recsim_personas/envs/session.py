@@ -354,21 +354,24 @@ def continue_after_page(
     if cfg.continue_unit == "page":
         sat = update_satisfaction(satisfaction, page_satisfaction(watched, ratings, cfg), cfg)
         return sat, continue_probability(sat, pages, activity, cfg)
+    # The satisfaction after each slot (a slot left unwatched carries the previous value), then one
+    # continue_probability over all slots: the sequential definition with one vector operation per slot.
     m = cfg.satisfaction_memory
-    sat = np.asarray(satisfaction, dtype=np.float64).copy()
-    position = np.asarray(watches, dtype=np.int64).copy()
-    p_cont = np.ones(sat.shape[0], dtype=np.float64)
+    watched = np.asarray(watched, dtype=bool)
+    sat = np.asarray(satisfaction, dtype=np.float64)
     item_sat = (np.asarray(ratings, dtype=np.float64) - 3.0) / 2.0
+    sat_at = np.empty(watched.shape, dtype=np.float64)
     for j in range(watched.shape[1]):
-        w = watched[:, j]
-        sat = np.where(w, m * sat + (1.0 - m) * item_sat[:, j], sat)
-        position = position + w
-        p_item = continue_probability(sat, np.maximum(position, 1), activity, cfg)
-        p_cont = np.where(w, p_cont * p_item, p_cont)
+        sat = np.where(watched[:, j], m * sat + (1.0 - m) * item_sat[:, j], sat)
+        sat_at[:, j] = sat
+    count = np.cumsum(watched, axis=1)  # watched items up to and including each slot
+    position = np.asarray(watches, dtype=np.int64)[:, None] + count
+    p_item = continue_probability(sat_at, np.maximum(position, 1), np.asarray(activity)[:, None], cfg)
+    p_cont = np.where(watched, p_item, 1.0).prod(axis=1)
     empty = ~watched.any(axis=1)
-    if empty.any():
+    if empty.any():  # nothing watched: the position is still the session's watches before the page
         sat = np.where(empty, m * sat + (1.0 - m) * cfg.empty_page_satisfaction, sat)
-        p_empty = continue_probability(sat, np.maximum(position, 1), activity, cfg)
+        p_empty = continue_probability(sat, np.maximum(np.asarray(watches, dtype=np.int64), 1), activity, cfg)
         p_cont = np.where(empty, p_empty, p_cont)
     return sat, p_cont
 

@@ -125,6 +125,31 @@ def test_the_fit_never_reads_the_test_part(tiny_split, fitted):
     assert set(report["coefficients"]) == {*FEATURES, "intercept"}
 
 
+def test_training_set_holds_out_next_choices_and_keeps_validation_users_apart(tiny_split):
+    from recsim_personas.choice.fit import training_set
+
+    config = ChoiceConfig(validation_share=0.3, max_positives_per_user=3)
+    data = training_set(tiny_split, config)
+    history = tiny_split.history()
+    pos = data.y == 1
+
+    def pairs(users, items) -> set:
+        return set(zip(np.asarray(users).tolist(), np.asarray(items).tolist(), strict=True))
+
+    pos_pairs = pairs(data.user_ids[data.users[pos]], data.item_ids[data.items[pos]])
+    known_pairs = pairs(data.known["user_id"], data.known["item_id"])
+    rated = pairs(history["user_id"], history["item_id"])
+    assert pos_pairs <= rated and not pos_pairs & known_pairs  # positives: rated, but after the known part
+    assert np.bincount(data.users[pos]).max() <= 3
+    neg_pairs = pairs(data.user_ids[data.users[~pos]], data.item_ids[data.items[~pos]])
+    assert not neg_pairs & rated
+    # a user's pairs are all validation or all training
+    by_user = {u: set(data.is_valid[data.users == u].tolist()) for u in np.unique(data.users)}
+    assert all(len(v) == 1 for v in by_user.values())
+    assert 0 < sum(v == {True} for v in by_user.values()) <= data.n_validation_users
+    assert data.x.shape == (len(data.y), len(FEATURES))
+
+
 def test_negatives_are_movies_the_user_never_rated(tiny_split):
     from recsim_personas.choice.fit import sample_negatives
 

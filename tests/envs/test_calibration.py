@@ -259,6 +259,29 @@ def test_watch_unit_multiplies_the_continue_probabilities_of_the_watched_items()
     assert p_log[0] == pytest.approx(sigmoid(2.0 - 0.5 * math.log(3)) * sigmoid(0.5 - 0.5 * math.log(4)))
 
 
+@pytest.mark.parametrize(("memory", "curve"), [(0.0, "linear"), (0.3, "log"), (0.9, "linear")])
+def test_watch_unit_matches_the_item_by_item_definition(memory, curve):
+    """The closed-form EMA equals updating the satisfaction and the continue product one watched item at a time."""
+    cfg = SessionConfig(continue_unit="watch", satisfaction_memory=memory, fatigue_curve=curve, fatigue=0.3)
+    rng = np.random.default_rng(1)
+    n, k = 200, 8
+    watched = rng.random((n, k)) < rng.random((n, 1))
+    ratings = rng.integers(1, 6, size=(n, k))
+    prev, watches, act = rng.uniform(-1, 1, n), rng.integers(0, 12, n), rng.random(n)
+    sat, p = continue_after_page(watched, ratings, prev, np.ones(n, int), watches, act, cfg)
+    for r in range(n):
+        s, pos, prod = prev[r], watches[r], 1.0
+        for j in np.flatnonzero(watched[r]):
+            s = memory * s + (1 - memory) * (ratings[r, j] - 3) / 2
+            pos += 1
+            prod *= continue_probability(np.array([s]), np.array([pos]), act[r : r + 1], cfg)[0]
+        if not watched[r].any():
+            s = memory * s + (1 - memory) * cfg.empty_page_satisfaction
+            prod = continue_probability(np.array([s]), np.array([max(pos, 1)]), act[r : r + 1], cfg)[0]
+        assert sat[r] == pytest.approx(s, abs=1e-12)
+        assert p[r] == pytest.approx(prod, rel=1e-12)
+
+
 def test_watch_unit_empty_page_is_one_decision_with_the_empty_page_satisfaction():
     cfg = SessionConfig(
         continue_unit="watch",
