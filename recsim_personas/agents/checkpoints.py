@@ -34,7 +34,8 @@ STATE = "state.json"
 OPTIMIZER = "optimizer.safetensors"
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write ``tensors`` (detached, contiguous) as a safetensors file, atomically."""
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
@@ -92,10 +93,10 @@ def save_checkpoint(
         optimizer: the adapter's optimiser.
     """
     ckpt.mkdir(parents=True, exist_ok=True)
-    _save_tensors(ckpt / "last.safetensors", adapter_state(model, name))
-    _save_tensors(ckpt / "best.safetensors", best)
+    save_tensors(ckpt / "last.safetensors", adapter_state(model, name))
+    save_tensors(ckpt / "best.safetensors", best)
     tensors, rest = optimizer_tensors(optimizer)
-    _save_tensors(ckpt / OPTIMIZER, tensors)
+    save_tensors(ckpt / OPTIMIZER, tensors)
     write_json(ckpt / STATE, {**state, "optimizer": rest})  # last: a state names only complete files
 
 

@@ -8,7 +8,8 @@ status 2.
 
 Modules: :mod:`.data` (``data prepare`` / ``data info``), :mod:`.eval` (``eval``), :mod:`.personas`
 (``personas distill`` / ``cluster`` / ``index``), :mod:`.agents` (``agents train`` / ``eval``), :mod:`.simulate`
-(``simulate``), :mod:`.benchmark` (``benchmark``), :mod:`.choice` (``choice fit``, ``fidelity``);
+(``simulate``), :mod:`.benchmark` (``benchmark``), :mod:`.choice` (``choice fit``, ``fidelity``),
+:mod:`.userllm` (``userllm pretrain``);
 :mod:`._options` generates options from the config dataclasses. Heavy libraries are imported inside the
 handlers, so ``recsim-personas --help`` is fast.
 """
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from recsim_personas.cli.eval import register_eval
     from recsim_personas.cli.personas import register_personas
     from recsim_personas.cli.simulate import register_simulate
+    from recsim_personas.cli.userllm import register_userllm
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs go to stderr)")
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_benchmark,
         register_choice,
         register_agents,
+        register_userllm,
     ):
         register(sub, common)
     return parser
