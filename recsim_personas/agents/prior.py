@@ -143,3 +143,29 @@ def out_of_fold_log_probs(
     frame["fold"] = fold
     frame.index = pd.MultiIndex.from_arrays([users, items], names=["user_id", "item_id"])
     return frame
+
+
+def ratings_out_of_fold_log_probs(ratings: pd.DataFrame, kind: str, folds: int, seed: int) -> np.ndarray:
+    """Log-probabilities of every rating of ``ratings`` under a prior fitted without it: the ratings are dealt
+    into ``folds`` seeded folds and each fold is predicted by the prior ``kind`` fitted on the others.
+
+    Args:
+        ratings: ``user_id``, ``item_id``, ``rating`` (e.g. a split's whole history).
+        kind: one of :data:`~recsim_personas.agents.train_config.PRIORS`.
+        folds: number of folds (>= 2).
+        seed: seed of the fold assignment.
+
+    Returns:
+        float64 (len(ratings), 5), row ``j`` for ``ratings.iloc[j]``.
+    """
+    if folds < 2:
+        raise ConfigError(f"out-of-fold log-probabilities need folds >= 2, got {folds!r}.")
+    frame = ratings.reset_index(drop=True)
+    users = frame["user_id"].to_numpy(dtype=np.int64)
+    items = frame["item_id"].to_numpy(dtype=np.int64)
+    fold = np.random.default_rng(seed).permutation(np.arange(len(frame)) % folds)
+    out = np.empty((len(frame), 5), dtype=np.float64)
+    for k in range(folds):
+        held = fold == k
+        out[held] = AnchorPrior.fit(frame[~held], kind).log_probs(users[held], items[held])
+    return out

@@ -153,3 +153,141 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PretrainConfig:
         return config_from_dict(cls, d, "PretrainConfig field")
+
+
+INTEGRATIONS: tuple[str, ...] = ("cross_attention", "soft_prompt")
+STRATEGIES: tuple[str, ...] = ("full", "enc", "lora", "proj")
+ANCHORS: tuple[str, ...] = ("none", "bias", "mf", "knn", "blend")
+
+
+@dataclass(frozen=True)
+class UserLLMConfig:
+    """How the user tokens enter the frozen backbone (the agent's architecture).
+
+    Attributes:
+        backbone: the text backbone: ``"minilm"`` (MiniLM-L6, offline; the default) or any BERT-family encoder
+            (a local directory or Hugging Face id).
+        integration: ``"cross_attention"`` — gated cross-attention blocks after the backbone layers named by
+            ``cross_layers`` (queries: the backbone's hidden states; keys/values: the user tokens; a tanh gate
+            initialised at 0, so training starts from the backbone) — or ``"soft_prompt"`` — the user tokens
+            prepended to the text's input embeddings.
+        cross_layers: after how many backbone layers each cross-attention block sits (0 = on the embeddings,
+            the backbone's layer count = after its last layer). Everything below the lowest block depends only on
+            the movie and is computed once per movie.
+        dense: a gated feed-forward layer after each cross-attention (Flamingo's "xattn-dense").
+        max_text_tokens: token budget of a movie's description.
+        n_latents: user tokens (the Perceiver resampler's latents).
+        resampler_layers: the resampler's cross-attention blocks.
+    """
+
+    backbone: str = "minilm"
+    integration: str = "cross_attention"
+    cross_layers: tuple[int, ...] = (6,)
+    dense: bool = False
+    max_text_tokens: int = 96
+    n_latents: int = 16
+    resampler_layers: int = 1
+
+    def __post_init__(self) -> None:
+        from recsim_personas.errors import unknown_choice
+
+        if self.integration not in INTEGRATIONS:
+            raise unknown_choice("UserLLMConfig.integration", str(self.integration), INTEGRATIONS)
+        layers = tuple(self.cross_layers)
+        if self.integration == "cross_attention" and (
+            not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers)
+        ):
+            raise ConfigError(
+                f"UserLLMConfig.cross_layers must be one or more layer counts >= 0, got {self.cross_layers!r}."
+            )
+        if len(set(layers)) != len(layers):
+            raise ConfigError(f"UserLLMConfig.cross_layers lists a layer twice: {self.cross_layers!r}.")
+        object.__setattr__(self, "cross_layers", tuple(sorted(layers)))
+        for name in ("max_text_tokens", "n_latents", "resampler_layers"):
+            _check_int("UserLLMConfig", name, getattr(self, name), 1)
+        if not isinstance(self.dense, bool):
+            raise ConfigError(f"UserLLMConfig.dense must be true or false, got {self.dense!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["cross_layers"] = list(self.cross_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UserLLMConfig:
+        d = dict(d)
+        if "cross_layers" in d:
+            d["cross_layers"] = tuple(d["cross_layers"])
+        return config_from_dict(cls, d, "UserLLMConfig field")
+
+
+@dataclass(frozen=True)
+class UserLLMTrainConfig:
+    """Training the USER-LLM agent on the split's history ratings.
+
+    Each history user's ratings are cut into chunks of ``targets_per_cut`` in time order; the encoder reads
+    everything before a chunk (its latest ``max_len`` events) and the agent rates the chunk's movies. The loss is
+    the cross-entropy of the real ratings under ``softmax(head logits + log P_prior)`` (``anchor``; the prior of a
+    training rating is fitted without it, ``prior_folds``-fold).
+
+    Attributes:
+        strategy: what trains (the paper's four): ``"full"`` — everything, the backbone too; ``"enc"`` — the user
+            encoder, resampler, projection, cross-attention and head, the backbone frozen; ``"lora"`` — as
+            ``enc`` plus LoRA adapters on the backbone (PEFT); ``"proj"`` — resampler, projection,
+            cross-attention and head, the pretrained encoder and the backbone frozen.
+        anchor: the classical prior the logits are anchored on (``"none"`` for none).
+        prior_folds: folds of the out-of-fold prior of the training ratings.
+        epochs: passes over the chunks.
+        batch_size: chunks (user prefixes) per step.
+        max_chunks_per_epoch: train on a seeded sample of at most this many chunks per epoch (``None``: all) — for
+            the strategies that run the backbone per rating (``full``, ``lora``, the soft prompt).
+        targets_per_cut: ratings per chunk.
+        min_prefix: events a user must have before its first chunk.
+        lr: AdamW learning rate (backbone parameters, for ``full`` and ``lora``, at a tenth of it).
+        weight_decay: AdamW weight decay.
+        lora_r: LoRA rank (``lora``).
+        lora_alpha: LoRA scaling numerator (``lora``).
+        validation_share: share of the history users held out to choose the best epoch (their NLL).
+        patience: stop after this many epochs without a better validation NLL.
+        seed: seed of the initialisation, the chunks' order, the validation users, the prior folds and dropout.
+    """
+
+    strategy: str = "enc"
+    anchor: str = "bias"
+    prior_folds: int = 5
+    epochs: int = 8
+    batch_size: int = 32
+    max_chunks_per_epoch: int | None = None
+    targets_per_cut: int = 16
+    min_prefix: int = 5
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lora_r: int = 8
+    lora_alpha: int = 16
+    validation_share: float = 0.1
+    patience: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from recsim_personas.errors import unknown_choice
+
+        if self.strategy not in STRATEGIES:
+            raise unknown_choice("UserLLMTrainConfig.strategy", str(self.strategy), STRATEGIES)
+        if self.anchor not in ANCHORS:
+            raise unknown_choice("UserLLMTrainConfig.anchor", str(self.anchor), ANCHORS)
+        for name in ("prior_folds", "epochs", "batch_size", "targets_per_cut", "min_prefix", "lora_r", "lora_alpha"):
+            _check_int("UserLLMTrainConfig", name, getattr(self, name), 1)
+        for name in ("patience", "seed"):
+            _check_int("UserLLMTrainConfig", name, getattr(self, name), 0)
+        if self.max_chunks_per_epoch is not None:
+            _check_int("UserLLMTrainConfig", "max_chunks_per_epoch", self.max_chunks_per_epoch, 1)
+        _check_real("UserLLMTrainConfig", "lr", self.lr, 0.0, 1.0, open_low=True)
+        _check_real("UserLLMTrainConfig", "weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_real("UserLLMTrainConfig", "validation_share", self.validation_share, 0.0, 0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UserLLMTrainConfig:
+        return config_from_dict(cls, d, "UserLLMTrainConfig field")

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from recsim_personas._io import write_json
-from recsim_personas.agents.checkpoints import optimizer_tensors, restore_optimizer, save_tensors
+from recsim_personas.agents.checkpoints import save_tensors
+from recsim_personas.agents.userllm.checkpoint import load_epoch, save_epoch
 from recsim_personas.agents.userllm.config import PretrainConfig, UserEncoderConfig
 from recsim_personas.agents.userllm.encoder import NextEventModel
 from recsim_personas.agents.userllm.events import Histories, ItemTable, histories
@@ -230,7 +231,6 @@ def pretrain_encoder(
         ArtifactError: ``out`` holds something else (see the message for the fix).
         ConfigError: the history has no user with two events.
     """
-    from safetensors.torch import load_file
     from tqdm.auto import tqdm
 
     encoder_config = encoder_config or UserEncoderConfig()
@@ -260,23 +260,11 @@ def pretrain_encoder(
 
     ckpt = out / CHECKPOINT_DIR
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_epoch": 0, "best_loss": math.inf, "since": 0, "curve": []}
-    if (ckpt / "state.json").is_file():
-        try:
-            saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
-            model.load_state_dict(load_file(str(ckpt / "last.safetensors")))
-            restore_optimizer(optimizer, load_file(str(ckpt / "optimizer.safetensors")), saved.pop("optimizer"))
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ArtifactError(
-                f"the pretraining checkpoint in {str(ckpt)!r} is damaged ({exc}). Fix: delete that directory"
-                " and rerun (training then starts from its first epoch)."
-            ) from exc
-        state = saved
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    resumed = load_epoch(ckpt, model, optimizer)
+    if resumed is not None:
+        state, best = resumed
         logger.info("resuming the user encoder's pretraining after epoch %d", state["epoch"])
-    best = (
-        load_file(str(ckpt / "best.safetensors"))
-        if (ckpt / "best.safetensors").is_file()
-        else {k: v.detach().clone() for k, v in model.state_dict().items()}
-    )
 
     bar = tqdm(total=config.epochs, initial=state["epoch"], desc="pretrain user encoder", disable=not progress)
     while state["epoch"] < config.epochs and state["since"] < config.patience:
@@ -306,12 +294,7 @@ def pretrain_encoder(
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             state["since"] += 1
-        ckpt.mkdir(parents=True, exist_ok=True)
-        save_tensors(ckpt / "last.safetensors", model.state_dict())
-        save_tensors(ckpt / "best.safetensors", best)
-        tensors, rest = optimizer_tensors(optimizer)
-        save_tensors(ckpt / "optimizer.safetensors", tensors)
-        write_json(ckpt / "state.json", {**state, "optimizer": rest})  # last: names only complete files
+        save_epoch(ckpt, model.state_dict(), best, optimizer, state)
         bar.update(1)
         bar.set_postfix(valid=f"{valid['loss']:.3f}", item=f"{valid['item']:.3f}")
     bar.close()

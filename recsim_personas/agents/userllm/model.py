@@ -1,0 +1,241 @@
+"""The USER-LLM agent: user tokens from the history encoder, read by a frozen text backbone over the movie's
+description, and a 5-way rating head.
+
+Shapes: ``n`` requests, ``T`` text tokens, ``h`` the backbone's hidden size, ``K`` user tokens (latents),
+``d`` the user encoder's width.
+
+**Cross-attention** (``UserLLMConfig.integration="cross_attention"``): a :class:`GatedCrossAttention` block sits
+after each backbone layer count in ``cross_layers``: ``x ← x + tanh(g) · MHA(LN(x), U, U)`` with ``U`` the
+projected user tokens and the gate ``g`` initialised at 0 (so an untrained agent is the backbone). Everything
+below the lowest block depends only on the movie: :meth:`UserLLM.text_states` computes it once per movie and
+:meth:`UserLLM.forward_from` goes on from there.
+
+**Soft prompt** (``"soft_prompt"``): the projected user tokens are prepended to the text's embeddings (after the
+backbone's embedding layer) and the whole backbone runs per request — nothing is cached per movie.
+
+The output is ``rating_head(mean over the text tokens of the last hidden states)``; the head starts at zero, so
+an anchored agent starts at its prior. The backbone is run layer by layer (BERT-family encoders: ``embeddings``
+and ``encoder.layer``), with the attention mask built by ``transformers.masking_utils.create_bidirectional_mask``
+exactly as the backbone's own forward builds it (tested equal to it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from recsim_personas.agents.userllm.config import ResamplerConfig, UserLLMConfig
+from recsim_personas.agents.userllm.encoder import PerceiverResampler, UserEncoder
+from recsim_personas.errors import ConfigError
+
+
+class GatedCrossAttention(nn.Module):
+    """``x ← x + tanh(g) · MHA(LN(x), U, U)`` (and, with ``dense``, ``x ← x + tanh(g') · FFN(LN(x))``); gates
+    initialised at 0.
+
+    Args:
+        hidden: width of the backbone's hidden states and of the user tokens.
+        n_heads: attention heads.
+        dense: add the gated feed-forward layer.
+    """
+
+    def __init__(self, hidden: int, n_heads: int, dense: bool = False) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.attention = nn.MultiheadAttention(hidden, n_heads, batch_first=True)
+        self.gate = nn.Parameter(torch.zeros(1))
+        self.dense = dense
+        if dense:
+            self.ffn_norm = nn.LayerNorm(hidden)
+            self.ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
+            self.ffn_gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``x`` float (n, T, h), ``tokens`` float (n, K, h) → float (n, T, h)."""
+        attended, _ = self.attention(self.norm(x), tokens, tokens, need_weights=False)
+        x = x + torch.tanh(self.gate) * attended
+        if self.dense:
+            x = x + torch.tanh(self.ffn_gate) * self.ffn(self.ffn_norm(x))
+        return x
+
+
+def _layer_output(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+class UserLLM(nn.Module):
+    """User encoder → Perceiver resampler → projection → backbone (cross-attention or soft prompt) → head.
+
+    Args:
+        config: the architecture.
+        encoder: the (pretrained) user encoder.
+        backbone: a BERT-family ``transformers`` encoder (``embeddings``, ``encoder.layer``, ``config``).
+    """
+
+    def __init__(self, config: UserLLMConfig, encoder: UserEncoder, backbone: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.user_encoder = encoder
+        self.backbone = backbone
+        bc = backbone.config
+        self.hidden, self.n_layers, self.n_heads = (
+            int(bc.hidden_size),
+            int(bc.num_hidden_layers),
+            int(bc.num_attention_heads),
+        )
+        if config.integration == "cross_attention" and max(config.cross_layers) > self.n_layers:
+            raise ConfigError(
+                f"UserLLMConfig.cross_layers {list(config.cross_layers)!r} go beyond the backbone's {self.n_layers}"
+                f" layers. Fix: use layer counts from 0 to {self.n_layers}."
+            )
+        d = encoder.config.d_model
+        self.resampler = PerceiverResampler(
+            d,
+            ResamplerConfig(
+                n_latents=config.n_latents,
+                n_layers=config.resampler_layers,
+                n_heads=math.gcd(d, encoder.config.n_heads) or 1,
+            ),
+        )
+        self.projection = nn.Sequential(nn.Linear(d, self.hidden), nn.LayerNorm(self.hidden))
+        layers = config.cross_layers if config.integration == "cross_attention" else ()
+        self.blocks = nn.ModuleDict(
+            {str(k): GatedCrossAttention(self.hidden, self.n_heads, config.dense) for k in layers}
+        )
+        self.rating_head = nn.Linear(self.hidden, 5)
+        nn.init.zeros_(self.rating_head.weight)
+        nn.init.zeros_(self.rating_head.bias)
+
+    # ----------------------------------------------------------------------------------------- user side
+    def user_tokens(
+        self, items: torch.Tensor, ratings: torch.Tensor, gaps: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """Histories (as :meth:`UserEncoder.forward` takes them) → projected user tokens, float (B, K, h)."""
+        events, valid = self.user_encoder(items, ratings, gaps, lengths)
+        return self.projection(self.resampler(events, valid))
+
+    # ----------------------------------------------------------------------------------------- text side
+    @property
+    def cached_depth(self) -> int:
+        """Backbone layers that depend only on the movie: below the lowest cross-attention block (0 for the
+        soft prompt)."""
+        return min(self.config.cross_layers) if self.config.integration == "cross_attention" else 0
+
+    def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(
+            config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+
+    def text_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, depth: int | None = None
+    ) -> torch.Tensor:
+        """The backbone's hidden states after its embeddings and its first ``depth`` layers (default
+        :attr:`cached_depth`): what depends only on the movie. int (n, T) ids and mask → float (n, T, h)."""
+        depth = self.cached_depth if depth is None else depth
+        hidden = self.backbone.embeddings(input_ids=input_ids)
+        mask = self._mask(hidden, attention_mask)
+        for layer in self.backbone.encoder.layer[:depth]:
+            hidden = _layer_output(layer(hidden, attention_mask=mask))
+        return hidden
+
+    def forward_from(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, tokens: torch.Tensor, start: int | None = None
+    ) -> torch.Tensor:
+        """Rating logits from hidden states after ``start`` layers (default :attr:`cached_depth`).
+
+        Args:
+            hidden: float (n, T, h), e.g. :meth:`text_states` of the requests' movies.
+            attention_mask: int/bool (n, T), 1 on real text tokens.
+            tokens: the requests' user tokens, float (n, K, h).
+            start: the layers already applied to ``hidden``.
+
+        Returns:
+            float (n, 5).
+        """
+        start = self.cached_depth if start is None else start
+        if self.config.integration == "soft_prompt":
+            if start != 0:
+                raise ConfigError("the soft prompt enters on the embeddings: forward_from needs start=0.")
+            n_tokens = tokens.shape[1]
+            hidden = torch.cat([tokens, hidden], dim=1)
+            full_mask = torch.cat([torch.ones_like(attention_mask[:, :1]).expand(-1, n_tokens), attention_mask], 1)
+        else:
+            n_tokens, full_mask = 0, attention_mask
+        mask = self._mask(hidden, full_mask)
+        for k in range(start, self.n_layers + 1):
+            if str(k) in self.blocks:
+                hidden = self.blocks[str(k)](hidden, tokens)
+            if k < self.n_layers:
+                hidden = _layer_output(self.backbone.encoder.layer[k](hidden, attention_mask=mask))
+        text = hidden[:, n_tokens:]
+        weights = attention_mask.to(text.dtype).unsqueeze(-1)
+        pooled = (text * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        return self.rating_head(pooled)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Rating logits of requests: text ids/mask int (n, T), user tokens float (n, K, h) → float (n, 5)."""
+        if self.config.integration == "soft_prompt":
+            hidden = self.backbone.embeddings(input_ids=input_ids)
+        else:
+            hidden = self.text_states(input_ids, attention_mask)
+        return self.forward_from(hidden, attention_mask, tokens)
+
+    # ------------------------------------------------------------------------------------ fast top path
+    @property
+    def top_only(self) -> bool:
+        """One attention-only block after the last layer: the case :meth:`top_logits` computes per request from
+        per-movie and per-user caches."""
+        c = self.config
+        return c.integration == "cross_attention" and c.cross_layers == (self.n_layers,) and not c.dense
+
+    def movie_cache(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-movie tensors of :meth:`top_logits` from the final hidden states (``text_states`` at full depth).
+
+        Returns:
+            ``{"pooled": (m, h), "queries": (m, H, T, h/H), "weights": (m, T)}`` — the mean text state, the
+            block's attention queries of each token, and each token's share of the mean (0 on padding).
+        """
+        block = self.blocks[str(self.n_layers)]
+        w = attention_mask.to(hidden.dtype)
+        w = w / w.sum(dim=1, keepdim=True).clamp_min(1.0)
+        pooled = (hidden * w.unsqueeze(-1)).sum(dim=1)
+        wq, _, _ = block.attention.in_proj_weight.chunk(3)
+        bq, _, _ = block.attention.in_proj_bias.chunk(3)
+        q = nn.functional.linear(block.norm(hidden), wq, bq)
+        m, t, _ = q.shape
+        queries = q.view(m, t, self.n_heads, self.hidden // self.n_heads).transpose(1, 2)
+        return {"pooled": pooled, "queries": queries.contiguous(), "weights": w}
+
+    def user_cache(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-user keys and values of the top block from user tokens float (B, K, h): ``{"keys", "values"}``,
+        each (B, H, K, h/H)."""
+        block = self.blocks[str(self.n_layers)]
+        _, wk, wv = block.attention.in_proj_weight.chunk(3)
+        _, bk, bv = block.attention.in_proj_bias.chunk(3)
+        b, k, _ = tokens.shape
+        shape = (b, k, self.n_heads, self.hidden // self.n_heads)
+        keys = nn.functional.linear(tokens, wk, bk).view(shape).transpose(1, 2)
+        values = nn.functional.linear(tokens, wv, bv).view(shape).transpose(1, 2)
+        return {"keys": keys.contiguous(), "values": values.contiguous()}
+
+    def top_logits(self, movie: dict[str, torch.Tensor], user: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Rating logits of requests from their movies' and users' cache rows (:meth:`movie_cache` /
+        :meth:`user_cache`, one row per request) — equal to :meth:`forward_from` when :attr:`top_only`.
+
+        The mean over text tokens of ``x + tanh(g) · (W_o a_t + b_o)`` is ``mean(x) + tanh(g) · (W_o mean(a) +
+        b_o)``, and the mean of the attention outputs ``a_t = softmax(q_t K^T / √d) V`` is the mean of the attention
+        weights times ``V``: per request, one (T × K) score matrix per head, then everything is per user token.
+        """
+        block = self.blocks[str(self.n_layers)]
+        q, k, v = movie["queries"], user["keys"], user["values"]
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (n, H, T, K)
+        # the token-weighted mean of softmax(scores) · V is (the token-weighted mean of softmax(scores)) · V
+        shares = torch.matmul(movie["weights"][:, None, None, :], torch.softmax(scores, dim=-1))  # (n, H, 1, K)
+        mean = torch.matmul(shares, v).reshape(q.shape[0], -1)  # (n, H·dh)
+        out = block.attention.out_proj(mean)
+        return self.rating_head(movie["pooled"] + torch.tanh(block.gate) * out)

@@ -1,0 +1,245 @@
+"""USER-LLM agents: the layer-by-layer backbone equals the backbone, an untrained agent is its prior, the cached
+and fast paths equal the full forward, the strategies train what they name, training resumes exactly, the
+artifact round-trips, and a simulation's session follows its own watches only."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "envs"))
+from simkit import tiny_split_dir_fixture  # noqa: F401  (fixture)
+
+from recsim_personas.agents.model_loading import load_encoder
+from recsim_personas.agents.userllm import train as train_module
+from recsim_personas.agents.userllm.agent import UserLLMAgent
+from recsim_personas.agents.userllm.config import (
+    PretrainConfig,
+    UserEncoderConfig,
+    UserLLMConfig,
+    UserLLMTrainConfig,
+)
+from recsim_personas.agents.userllm.encoder import UserEncoder
+from recsim_personas.agents.userllm.events import ItemTable
+from recsim_personas.agents.userllm.model import UserLLM
+from recsim_personas.agents.userllm.pretrain import as_tensors, pretrain_encoder
+from recsim_personas.agents.userllm.train import make_chunks, prefixes, prepare_backbone, train_userllm
+from recsim_personas.data import load_split
+from recsim_personas.errors import ArtifactError, ConfigError, UnknownUserError
+
+SMALL = UserEncoderConfig(d_model=16, field_dim=8, n_layers=1, n_heads=2, ffn_mult=2, max_len=12)
+FAST = UserLLMTrainConfig(epochs=2, batch_size=4, targets_per_cut=4, min_prefix=3, anchor="bias", prior_folds=2)
+
+
+@pytest.fixture(scope="module", name="backbone")
+def backbone_fixture():
+    return load_encoder()
+
+
+def _items(n: int = 8) -> ItemTable:
+    return ItemTable(
+        item_ids=np.arange(n, dtype=np.int64),
+        genres=np.eye(n, 3, dtype=np.float32),
+        year_bucket=np.zeros(n, dtype=np.int64),
+        genre_names=("a", "b", "c"),
+    )
+
+
+def _model(backbone, config: UserLLMConfig, *, scramble: bool = True) -> UserLLM:
+    torch.manual_seed(0)  # tests may seed torch's global generator; the library never does
+    model = UserLLM(config, UserEncoder(SMALL, _items()), backbone[0]).eval()
+    if scramble:  # gates and head away from 0, so the user tokens matter
+        for block in model.blocks.values():
+            torch.nn.init.normal_(block.gate)
+        torch.nn.init.normal_(model.rating_head.weight)
+    return model
+
+
+def _inputs(backbone, model):
+    text = backbone[1](["Toy Story (1995), a film about toys", "GoldenEye"], padding=True, return_tensors="pt")
+    hist = (
+        torch.tensor([[1, 2, 3], [4, -1, -1]]),
+        torch.tensor([[3, 4, 5], [1, 0, 0]]),
+        torch.tensor([[0, 1, 1], [0, 0, 0]]),
+        torch.tensor([3, 1]),
+    )
+    return text["input_ids"], text["attention_mask"], model.user_tokens(*hist)
+
+
+def test_layer_by_layer_backbone_is_the_backbone(backbone):
+    model = _model(backbone, UserLLMConfig())
+    ids, mask, _ = _inputs(backbone, model)
+    with torch.no_grad():
+        assert torch.equal(model.text_states(ids, mask, depth=6), backbone[0](input_ids=ids, attention_mask=mask)[0])
+
+
+@pytest.mark.parametrize("layers", [(6,), (2,), (0, 3)])
+def test_cached_and_fast_paths_equal_the_full_forward(backbone, layers):
+    model = _model(backbone, UserLLMConfig(cross_layers=layers))
+    ids, mask, tokens = _inputs(backbone, model)
+    with torch.no_grad():
+        full = model(ids, mask, tokens)
+        # the movie part below the lowest block, computed once, then the rest
+        assert torch.allclose(model.forward_from(model.text_states(ids, mask), mask, tokens), full, atol=1e-5)
+        if model.top_only:
+            fast = model.top_logits(
+                model.movie_cache(model.text_states(ids, mask, depth=6), mask), model.user_cache(tokens)
+            )
+            assert torch.allclose(fast, full, atol=1e-4)
+        other = model(ids, mask, tokens.flip(0))
+    assert not torch.allclose(other, full, atol=1e-3)  # the user tokens matter
+
+
+def test_gates_at_zero_leave_the_backbone_alone_and_soft_prompt_reads_the_tokens(backbone):
+    model = _model(backbone, UserLLMConfig(cross_layers=(3,)), scramble=False)
+    torch.nn.init.normal_(model.rating_head.weight)
+    ids, mask, tokens = _inputs(backbone, model)
+    with torch.no_grad():
+        assert torch.allclose(model(ids, mask, tokens), model(ids, mask, tokens.flip(0)), atol=1e-6)
+    soft = _model(backbone, UserLLMConfig(integration="soft_prompt"))
+    ids, mask, tokens = _inputs(backbone, soft)
+    with torch.no_grad():
+        assert not torch.allclose(soft(ids, mask, tokens), soft(ids, mask, tokens.flip(0)), atol=1e-4)
+    with pytest.raises(ConfigError, match="start=0"):
+        soft.forward_from(ids, mask, tokens, start=2)
+    with pytest.raises(ConfigError, match="go beyond the backbone's 6 layers"):
+        UserLLM(UserLLMConfig(cross_layers=(7,)), UserEncoder(SMALL, _items()), backbone[0])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "trains", "frozen"),
+    [
+        ("proj", ["resampler.", "projection.", "blocks.", "rating_head."], ["user_encoder.", "backbone."]),
+        ("enc", ["user_encoder.", "resampler.", "blocks."], ["backbone."]),
+        ("full", ["user_encoder.", "backbone.", "blocks."], []),
+    ],
+)
+def test_strategies_train_what_they_name(backbone, strategy, trains, frozen):
+    model = UserLLM(UserLLMConfig(), UserEncoder(SMALL, _items()), load_encoder()[0])
+    prepare_backbone(model, UserLLMTrainConfig(strategy=strategy))
+    named = dict(model.named_parameters())
+    for prefix in trains:
+        assert all(p.requires_grad for n, p in named.items() if n.startswith(prefix)), prefix
+    for prefix in frozen:
+        assert not any(p.requires_grad for n, p in named.items() if n.startswith(prefix)), prefix
+
+
+def test_lora_strategy_adds_trainable_adapters_to_a_frozen_backbone(backbone):
+    model = UserLLM(UserLLMConfig(), UserEncoder(SMALL, _items()), load_encoder()[0])
+    prepare_backbone(model, UserLLMTrainConfig(strategy="lora", lora_r=2))
+    named = dict(model.named_parameters())
+    lora = [n for n in named if n.startswith("backbone.") and "lora_" in n]
+    assert lora and all(named[n].requires_grad for n in lora)
+    assert not any(p.requires_grad for n, p in named.items() if n.startswith("backbone.") and "lora_" not in n)
+
+
+def test_chunks_and_prefixes():
+    chunks = make_chunks(np.array([3, 10, 7]), np.array([0, 1, 2]), min_prefix=3, size=4)
+    assert chunks.rows.tolist() == [1, 1, 2]
+    assert list(zip(chunks.starts.tolist(), chunks.ends.tolist(), strict=True)) == [(3, 7), (7, 10), (3, 7)]
+    from recsim_personas.agents.userllm.events import Histories
+
+    full = Histories(
+        user_ids=np.array([5, 6]),
+        items=np.array([[0, 1, 2, 3, 4], [5, 6, -1, -1, -1]]),
+        ratings=np.array([[1, 2, 3, 4, 5], [5, 4, 0, 0, 0]]),
+        gaps=np.array([[0, 1, 1, 1, 1], [0, 2, 0, 0, 0]]),
+        lengths=np.array([5, 2]),
+    )
+    p = prefixes(full, np.array([0, 1]), np.array([4, 1]), max_len=2)
+    assert p.items.tolist() == [[2, 3], [5, -1]] and p.lengths.tolist() == [2, 1]
+    assert p.ratings.tolist() == [[3, 4], [5, 0]]
+
+
+@pytest.fixture(scope="module", name="split")
+def split_fixture(tiny_split_dir):
+    return load_split(tiny_split_dir)
+
+
+@pytest.fixture(scope="module", name="encoder")
+def encoder_fixture(split, tmp_path_factory):
+    out = tmp_path_factory.mktemp("enc") / "encoder"
+    return pretrain_encoder(split, out, encoder_config=SMALL, config=PretrainConfig(epochs=1), progress=False)
+
+
+@pytest.fixture(scope="module", name="agent")
+def agent_fixture(split, encoder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("agent") / "agent"
+    return train_userllm(split, encoder, out, train=FAST, progress=False)
+
+
+def test_an_untrained_agent_is_its_prior(split, encoder, agent):
+    model = UserLLM(agent.model.config, encoder.model.encoder, load_encoder()[0]).eval()
+    fresh = UserLLMAgent(
+        model, agent.items, agent.text_ids, agent.text_mask, agent.histories, agent.prior, FAST, agent.split_id
+    )
+    users, items = split.test["user_id"].to_numpy(), split.test["item_id"].to_numpy()
+    np.testing.assert_allclose(fresh.predict(users, items), agent.prior.rater.predict(users, items), atol=1e-9)
+
+
+def test_trained_agent_saves_reloads_and_refuses(split, encoder, agent):
+    report = agent.report
+    assert report["epochs_run"] == 2 and len(report["curve"]) == 2 and report["train_ratings"] > 0
+    path = agent.path
+    assert sorted(p.name for p in path.iterdir()) == ["agent.json", "agent.safetensors", "manifest.json", "prior"]
+    loaded = UserLLMAgent.load(path, split_id=split.manifest["split_id"])
+    users, items = split.test["user_id"].to_numpy(), split.test["item_id"].to_numpy()
+    dist = agent.predict(users, items)
+    np.testing.assert_allclose(loaded.predict(users, items), dist, atol=1e-6)
+    np.testing.assert_allclose(dist.sum(axis=1), 1.0)
+    with pytest.raises(ArtifactError, match="split"):
+        UserLLMAgent.load(path, split_id="another")
+    with pytest.raises(UnknownUserError, match="user 999999 has no history"):
+        agent.predict(np.array([999999]), items[:1])
+    with pytest.raises(ArtifactError, match="already holds a USER-LLM agent"):
+        train_userllm(split, encoder, path, train=FAST, progress=False)
+
+
+def test_interrupted_training_resumes_exactly(split, encoder, agent, tmp_path, monkeypatch):
+    out = tmp_path / "agent"
+    real = train_module.save_epoch
+
+    def stop_after_first_epoch(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_epoch", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_userllm(split, encoder, out, train=FAST, progress=False)
+    assert (out / "checkpoint" / "state.json").is_file() and not (out / "manifest.json").exists()
+    monkeypatch.setattr(train_module, "save_epoch", real)
+    resumed = train_userllm(split, encoder, out, train=FAST, progress=False)
+    # as the uninterrupted run, up to the order of multi-threaded float sums (1e-9 here)
+    for got, want in zip(resumed.report["curve"], agent.report["curve"], strict=True):
+        assert got == pytest.approx(want, rel=1e-6)
+    users, items = split.test["user_id"].to_numpy(), split.test["item_id"].to_numpy()
+    np.testing.assert_allclose(resumed.predict(users, items), agent.predict(users, items), atol=1e-5)
+
+
+def test_a_session_follows_its_own_watches_only(split, agent):
+    users = split.test["user_id"].to_numpy()[:20]
+    items = split.test["item_id"].to_numpy()[:20]
+    before = agent.predict(users, items)
+    one, two = agent.session(), agent.session()
+    np.testing.assert_allclose(one.predict(users, items), before, atol=1e-9)
+    watcher = int(users[0])
+    one.observe(np.array([watcher, watcher]), items[:2], np.array([5, 1]))
+    after = one.predict(users, items)
+    changed = ~np.isclose(after, before, atol=1e-9).all(axis=1)
+    assert changed[users == watcher].all() and not changed[users != watcher].any()
+    np.testing.assert_allclose(two.predict(users, items), before, atol=1e-9)
+    np.testing.assert_allclose(agent.predict(users, items), before, atol=1e-9)
+    # the session's history is the logged one with the watches appended (latest max_len kept)
+    row = agent.user_rows(np.array([watcher]))
+    h = one.histories_of(row)
+    n = int(agent.histories.lengths[row[0]])
+    expected = [*agent.histories.items[row[0], :n].tolist(), *agent.items.rows(items[:2]).tolist()][-SMALL.max_len :]
+    assert h.items[0, : h.lengths[0]].tolist() == expected
+    tokens = agent.tokens_of(h)
+    with torch.no_grad():
+        direct = agent.model.user_tokens(*as_tensors(h))
+    assert torch.allclose(tokens, direct, atol=1e-5)
