@@ -195,7 +195,7 @@ def test_trained_agent_saves_reloads_and_refuses(split, encoder, agent):
         UserLLMAgent.load(path, split_id="another")
     with pytest.raises(UnknownUserError, match="user 999999 has no history"):
         agent.predict(np.array([999999]), items[:1])
-    with pytest.raises(ArtifactError, match="already holds a USER-LLM agent"):
+    with pytest.raises(ArtifactError, match="already holds a finished USER-LLM agent"):
         train_userllm(split, encoder, path, train=FAST, progress=False)
 
 
@@ -243,3 +243,21 @@ def test_a_session_follows_its_own_watches_only(split, agent):
     with torch.no_grad():
         direct = agent.model.user_tokens(*as_tensors(h))
     assert torch.allclose(tokens, direct, atol=1e-5)
+
+
+def test_cli_trains_an_agent_and_scores_it_on_the_test_part(tiny_split_dir, encoder, tmp_path, capsys):
+    import json
+
+    from recsim_personas.cli import main
+
+    out = tmp_path / "agent"
+    argv = ["userllm", "train", "--split", str(tiny_split_dir), "--encoder", str(encoder.path), "--out", str(out)]
+    flags = ["--epochs", "1", "--batch-size", "4", "--targets-per-cut", "4", "--min-prefix", "3", "--prior-folds", "2"]
+    assert main([*argv, *flags, "--strategy", "proj", "--json", "--no-progress"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["report"]["epochs_run"] == 1 and payload["test"]["n"] > 0
+    assert UserLLMAgent.load(out).train_config.strategy == "proj"
+    assert main([*argv, *flags, "--strategy", "proj", "--no-progress"]) == 2
+    assert "already holds a finished USER-LLM agent" in capsys.readouterr().err
+    assert main([*argv, "--strategy", "projection", "--no-progress"]) == 2
+    assert "Did you mean 'proj'" in capsys.readouterr().err

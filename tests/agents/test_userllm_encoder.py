@@ -225,7 +225,7 @@ def test_artifact_refusals(split, pretrained, tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(ArtifactError, match="not a user-encoder run"):
+    with pytest.raises(ArtifactError, match="is not a user encoder run"):
         pretrain_encoder(split, foreign, encoder_config=SMALL, config=FAST, progress=False)
     assert (foreign / "notes.txt").read_text() == "mine"
     copy = tmp_path / "copy"
@@ -273,3 +273,27 @@ def test_cli_pretrains_reports_and_refuses_to_clobber(tiny_split_dir, tmp_path, 
     assert PretrainedEncoder.load(out).encoder_config.d_model == 16
     assert main([*argv, "--no-progress"]) == 2
     assert "already holds a finished user encoder" in capsys.readouterr().err
+
+
+def test_a_run_resumes_with_another_number_of_epochs_but_not_other_settings(split, pretrained, tmp_path, monkeypatch):
+    out = tmp_path / "encoder"
+    real = pretrain_module._mean_loss
+    calls = {"n": 0}
+
+    def interrupt_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "_mean_loss", interrupt_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_encoder(split, out, encoder_config=SMALL, config=FAST, progress=False, evaluate=False)
+    monkeypatch.setattr(pretrain_module, "_mean_loss", real)
+    other = PretrainConfig(**{**FAST.to_dict(), "lr": 0.5})
+    with pytest.raises(ArtifactError, match="unfinished user encoder run with other settings"):
+        pretrain_encoder(split, out, encoder_config=SMALL, config=other, progress=False)
+    shorter = PretrainConfig(**{**FAST.to_dict(), "epochs": 1})  # cut short after the finished epoch
+    done = pretrain_encoder(split, out, encoder_config=SMALL, config=shorter, progress=False, evaluate=False)
+    assert done.report["epochs_run"] == 1
+    assert done.report["curve"] == pretrained.report["curve"][:1]

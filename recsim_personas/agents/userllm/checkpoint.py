@@ -9,6 +9,7 @@ and the optimiser's ``param_groups``; written last, so it names only complete fi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,47 @@ import torch
 
 from recsim_personas._io import write_json
 from recsim_personas.agents.checkpoints import optimizer_tensors, restore_optimizer, save_tensors
+from recsim_personas.artifacts import ArtifactKind, read_manifest
 from recsim_personas.errors import ArtifactError
 
 STATE = "state.json"
+SPEC_FILE = "spec.json"
+
+
+def prepare_run(out: Path, spec: dict[str, Any], kind: ArtifactKind, *, overwrite: bool, epochs_in: str) -> None:
+    """Create the run directory ``out``, or accept it to resume; never touch anything that is not this run's.
+
+    ``out`` may be new or empty; hold an unfinished run of the same ``spec`` (resumed — the number of epochs,
+    ``spec[epochs_in]["epochs"]``, may differ: a run can be extended or cut short); or, with ``overwrite``, a
+    finished artifact of ``kind`` or an unfinished run with other settings (removed).
+
+    Raises:
+        ArtifactError: anything else at ``out`` (the message names the fix).
+    """
+
+    def without_epochs(s: dict[str, Any]) -> dict[str, Any]:
+        return {**s, epochs_in: {k: v for k, v in s[epochs_in].items() if k != "epochs"}}
+
+    if (out / "manifest.json").is_file():
+        if not overwrite:
+            raise ArtifactError(
+                f"{str(out)!r} already holds a finished {kind.what}. Fix: pass --overwrite or another --out."
+            )
+        read_manifest(out, kind)  # only ever replace an artifact of this kind
+        shutil.rmtree(out)
+    elif (out / SPEC_FILE).is_file():
+        recorded = json.loads((out / SPEC_FILE).read_text(encoding="utf-8"))
+        if without_epochs(recorded) != without_epochs(spec):
+            if not overwrite:
+                raise ArtifactError(
+                    f"{str(out)!r} holds an unfinished {kind.what} run with other settings. Fix: rerun with the same"
+                    " settings to resume it, pass --overwrite to start over, or choose another --out."
+                )
+            shutil.rmtree(out)
+    elif out.exists() and any(out.iterdir()):
+        raise ArtifactError(f"{str(out)!r} exists and is not a {kind.what} run. Fix: choose another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SPEC_FILE, spec)  # a resumed run may have been given another number of epochs
 
 
 def save_epoch(

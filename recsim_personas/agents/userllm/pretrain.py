@@ -33,7 +33,7 @@ import torch
 
 from recsim_personas._io import write_json
 from recsim_personas.agents.checkpoints import save_tensors
-from recsim_personas.agents.userllm.checkpoint import load_epoch, save_epoch
+from recsim_personas.agents.userllm.checkpoint import SPEC_FILE, load_epoch, prepare_run, save_epoch
 from recsim_personas.agents.userllm.config import PretrainConfig, UserEncoderConfig
 from recsim_personas.agents.userllm.encoder import NextEventModel
 from recsim_personas.agents.userllm.events import Histories, ItemTable, histories
@@ -54,7 +54,6 @@ USER_ENCODER = ArtifactKind(
 WEIGHTS_FILE = "encoder.safetensors"
 BODY_FILE = "encoder.json"
 CHECKPOINT_DIR = "checkpoint"
-SPEC_FILE = "spec.json"
 
 
 def as_tensors(h: Histories) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -181,31 +180,6 @@ def _spec(split: Split, encoder_config: UserEncoderConfig, config: PretrainConfi
     }
 
 
-def _prepare_out(out: Path, spec: dict[str, Any], overwrite: bool) -> None:
-    """Create ``out`` or accept it for resuming; refuse to touch anything that is not this run's."""
-    if (out / "manifest.json").is_file():
-        if not overwrite:
-            raise ArtifactError(
-                f"{str(out)!r} already holds a finished user encoder. Fix: pass --overwrite or another --out."
-            )
-        read_manifest(out, USER_ENCODER)  # only ever replace a user encoder
-        shutil.rmtree(out)
-    elif (out / SPEC_FILE).is_file():
-        recorded = json.loads((out / SPEC_FILE).read_text(encoding="utf-8"))
-        if recorded != spec:
-            if not overwrite:
-                raise ArtifactError(
-                    f"{str(out)!r} holds an unfinished pretraining run with other settings. Fix: rerun with the"
-                    " same settings to resume it, pass --overwrite to start over, or choose another --out."
-                )
-            shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
-        raise ArtifactError(f"{str(out)!r} exists and is not a user-encoder run. Fix: choose another --out.")
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / SPEC_FILE).is_file():
-        write_json(out / SPEC_FILE, spec)
-
-
 def pretrain_encoder(
     split: Split,
     out: str | os.PathLike[str],
@@ -237,7 +211,7 @@ def pretrain_encoder(
     config = config or PretrainConfig()
     out = Path(out)
     spec = _spec(split, encoder_config, config)
-    _prepare_out(out, spec, overwrite)
+    prepare_run(out, spec, USER_ENCODER, overwrite=overwrite, epochs_in="config")
     started = time.perf_counter()
 
     items = ItemTable.from_split(split, encoder_config.year_bucket)

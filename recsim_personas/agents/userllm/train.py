@@ -14,7 +14,6 @@ settings resumes after its last finished epoch, exactly); the finished agent is 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -27,14 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from recsim_personas._io import write_json
 from recsim_personas.agents.userllm.agent import USERLLM, UserLLMAgent
-from recsim_personas.agents.userllm.checkpoint import load_epoch, save_epoch
+from recsim_personas.agents.userllm.checkpoint import SPEC_FILE, load_epoch, prepare_run, save_epoch
 from recsim_personas.agents.userllm.config import UserLLMConfig, UserLLMTrainConfig
 from recsim_personas.agents.userllm.events import Histories, ItemTable, histories
 from recsim_personas.agents.userllm.model import UserLLM
 from recsim_personas.agents.userllm.pretrain import PretrainedEncoder
-from recsim_personas.artifacts import read_manifest
 from recsim_personas.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
@@ -42,7 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SPEC_FILE = "spec.json"
 CHECKPOINT_DIR = "checkpoint"
 
 
@@ -184,27 +180,6 @@ def _spec(split: Split, encoder: PretrainedEncoder, config: UserLLMConfig, train
     }
 
 
-def _prepare_out(out: Path, spec: dict[str, Any], overwrite: bool) -> None:
-    if (out / "manifest.json").is_file():
-        if not overwrite:
-            raise ArtifactError(f"{str(out)!r} already holds a USER-LLM agent. Fix: pass --overwrite or another --out.")
-        read_manifest(out, USERLLM)  # only ever replace a USER-LLM agent
-        shutil.rmtree(out)
-    elif (out / SPEC_FILE).is_file():
-        if json.loads((out / SPEC_FILE).read_text(encoding="utf-8")) != spec:
-            if not overwrite:
-                raise ArtifactError(
-                    f"{str(out)!r} holds an unfinished USER-LLM training run with other settings. Fix: rerun with"
-                    " the same settings to resume it, pass --overwrite to start over, or choose another --out."
-                )
-            shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
-        raise ArtifactError(f"{str(out)!r} exists and is not a USER-LLM training run. Fix: choose another --out.")
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / SPEC_FILE).is_file():
-        write_json(out / SPEC_FILE, spec)
-
-
 def train_userllm(
     split: Split,
     encoder: PretrainedEncoder | str | os.PathLike[str],
@@ -246,7 +221,7 @@ def train_userllm(
         )
     out = Path(out)
     spec = _spec(split, encoder, config, train)
-    _prepare_out(out, spec, overwrite)
+    prepare_run(out, spec, USERLLM, overwrite=overwrite, epochs_in="train_config")
     started = time.perf_counter()
 
     items = encoder.items

@@ -1,0 +1,346 @@
+"""USER-LLM agents on the ML-100K protocol split: speed, FLOPs per rating and fidelity, beside the classical
+raters and the text persona agents, and a table of variants (strategy × integration × anchoring; cross-attention
+depth).
+
+1. **Throughput**, side by side, round-robin over ``--repeats`` rounds (median): ratings/s of ``predict`` at the
+   batch sizes of the env (10 = one page, 640 = a 64-wide vector env step) for the USER-LLM agent, the bias rater
+   and (given ``--text-agents``) the text persona agents; and the 64-wide vector env driven by a random policy
+   with each rater as the users (env steps/s, ratings/s through its batched calls).
+2. **FLOPs per rating**, counted by ``torch.utils.flop_counter.FlopCounterMode`` on a batch, for the USER-LLM agent
+   (its per-request path, caches warm) and the text agents (their forward over the real prompts).
+3. **Fidelity** on every test rating: RMSE / MAE at the mean, NLL, rating-histogram W1 of the agent beside the bias
+   and blend priors.
+4. **Variants** (``--grid``, ``--depths``): agents trained with a fixed budget (``--grid-epochs`` epochs of at most
+   ``--grid-chunks`` chunks) and scored on the test part, with their ratings/s. Finished variants with the same
+   settings are reused from ``OUT/grid``.
+
+Prints one JSON object and writes ``report.md`` / ``report.json`` into ``--out``.
+
+    RECSIM_PERSONAS_DATA_DIR=../shared/data .venv/bin/python benchmarks/userllm_agents.py \\
+        --split runs/bench/choice/split-seed0 --encoder runs/bench/userllm/encoder --agent runs/userllm/agent-blend \\
+        --text-agents runs/cmp/agents-new --out runs/bench/userllm-agents
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Args:
+    split: str = "runs/bench/choice/split-seed0"
+    """the protocol split"""
+    encoder: str = "runs/bench/userllm/encoder"
+    """the pretrained user encoder of the split (from `userllm pretrain` or benchmarks/userllm_encoder.py)"""
+    agent: str = "runs/userllm/agent-blend"
+    """the trained USER-LLM agent measured in sections 1-3 (from `userllm train`)"""
+    text_agents: str | None = None
+    """trained text persona agents of the same split (from `agents train`), measured beside it"""
+    text_test: int = 300
+    """test ratings the text agents are scored on (seeded sample; they rate tens per second)"""
+    grid: str = ""
+    """variants "strategy/integration/anchor", comma-separated (e.g. enc/cross_attention/blend,proj/soft_prompt/none)"""
+    depths: str = ""
+    """cross-attention depths to compare (layer counts, comma-separated, e.g. 6,4,2); enc, blend-anchored"""
+    grid_epochs: int = 2
+    """epochs of each variant"""
+    grid_chunks: int = 400
+    """chunks per epoch of each variant (each chunk is up to 16 ratings)"""
+    repeats: int = 3
+    """round-robin rounds of the throughput measurements"""
+    threads: int = 2
+    """torch CPU threads"""
+    seed: int = 0
+    """seed of the samples"""
+    out: str = "runs/bench/userllm-agents"
+    """report directory"""
+
+
+def parse() -> Args:
+    defaults = Args()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, value in asdict(defaults).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(value) if value is not None else str, default=value)
+    return Args(**vars(p.parse_args()))
+
+
+def ratings_per_second(rater, users: np.ndarray, items: np.ndarray, batch: int, min_seconds: float = 2.0) -> float:
+    """Requests per second of ``rater.predict`` on batches of ``batch`` drawn in turn from ``users``/``items``."""
+    rater.predict(users[:batch], items[:batch])  # warm caches
+    done, start, k = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < min_seconds or done == 0:
+        sl = slice((k * batch) % max(len(users) - batch, 1), (k * batch) % max(len(users) - batch, 1) + batch)
+        rater.predict(users[sl], items[sl])
+        done += len(users[sl])
+        k += 1
+    return done / (time.perf_counter() - start)
+
+
+def flops_per_rating(rater, users: np.ndarray, items: np.ndarray) -> float:
+    """FLOPs ``torch.utils.flop_counter`` counts in ``rater.predict`` of a batch, per request (caches warm)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rater.predict(users, items)
+    with FlopCounterMode(display=False) as counter:
+        rater.predict(users, items)
+    return counter.get_total_flops() / len(users)
+
+
+def env_rates(world, steps: int, num_envs: int = 64) -> dict:
+    """A random policy on the vector env: env steps/s and the rater's requests/s through its batched calls."""
+    from recsim_personas.envs import MovieLensVectorEnv
+    from recsim_personas.recommenders import RandomPolicy
+
+    envs = MovieLensVectorEnv(num_envs, world=world, slate_size=10)
+    policy = RandomPolicy(world.n_items, 10, seed=0)
+    obs, _ = envs.reset(seed=0)
+    calls = {"n": 0}
+    inner = envs.population.rater
+
+    class Counting:
+        def predict(self, users, items):
+            calls["n"] += len(users)
+            return inner.predict(users, items)
+
+        def observe(self, users, items, ratings):
+            return inner.observe(users, items, ratings)
+
+    envs.population.rater = Counting()
+    start = time.perf_counter()
+    for _ in range(steps):
+        obs, *_ = envs.step(policy.act_batch(obs))
+    seconds = time.perf_counter() - start
+    return {"env_steps_per_s": steps / seconds, "ratings_per_s": calls["n"] / seconds}
+
+
+def fidelity(rater, test) -> dict:
+    from recsim_personas.agents.fidelity import evaluate_rater
+
+    row = evaluate_rater(rater, test)
+    return {k: getattr(row, k) for k in ("n", "rmse_expected", "mae_expected", "nll", "w1", "w1_user")}
+
+
+def train_variant(split, encoder, out: Path, config, train) -> object:
+    from recsim_personas.agents.userllm.agent import UserLLMAgent
+    from recsim_personas.agents.userllm.train import train_userllm
+
+    if (out / "manifest.json").is_file():
+        agent = UserLLMAgent.load(out, split_id=split.split_id)
+        if agent.model.config == config and agent.train_config == train:
+            return agent
+    return train_userllm(split, encoder, out, config=config, train=train, overwrite=True, progress=False)
+
+
+def main(args: Args) -> dict:
+    import torch
+
+    from recsim_personas.agents.classical import make_rater
+    from recsim_personas.agents.userllm.agent import UserLLMAgent
+    from recsim_personas.agents.userllm.config import UserLLMConfig, UserLLMTrainConfig
+    from recsim_personas.agents.userllm.pretrain import PretrainedEncoder
+    from recsim_personas.data import load_split
+    from recsim_personas.envs.world import make_world
+
+    torch.set_num_threads(args.threads)
+    split = load_split(args.split)
+    agent = UserLLMAgent.load(args.agent, split_id=split.split_id)
+    history = split.history()
+    bias = make_rater("bias").fit(history)
+    blend = make_rater("blend").fit(history)
+    raters = {"userllm": agent, "bias": bias}
+    text = None
+    if args.text_agents:
+        from recsim_personas.agents.persona_agents import PersonaAgents
+
+        text = PersonaAgents.open(args.text_agents, split)
+        raters["text agents"] = text
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(split.test))
+    users = split.test["user_id"].to_numpy()[order]
+    items = split.test["item_id"].to_numpy()[order]
+
+    t0 = time.perf_counter()
+    agent.movie_states()
+    agent.logged_state()
+    warm_seconds = time.perf_counter() - t0
+
+    batches = (10, 640)
+    rounds: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        for name, rater in raters.items():
+            for batch in batches:
+                if name == "text agents" and batch > 64:
+                    continue
+                seconds = 2.0 if name != "text agents" else 5.0
+                rounds.setdefault(f"{name}/{batch}", []).append(ratings_per_second(rater, users, items, batch, seconds))
+    throughput = {k: statistics.median(v) for k, v in rounds.items()}
+
+    env = {}
+    for name, rater in (("userllm", agent), ("bias", bias)):
+        world = make_world(split, rater, choice="fitted")
+        env[name] = env_rates(world, steps=150)
+
+    flops = {"userllm": flops_per_rating(agent, users[:640], items[:640])}
+    if text is not None:
+        flops["text agents"] = flops_per_rating(text, users[:16], items[:16])
+
+    fid = {
+        "userllm": fidelity(agent, split.test),
+        "bias": fidelity(bias, split.test),
+        "blend": fidelity(blend, split.test),
+    }
+    if text is not None:
+        sample = split.test.iloc[np.sort(order[: args.text_test])]
+        fid["text agents (sample)"] = fidelity(text, sample)
+        fid["userllm (same sample)"] = fidelity(agent, sample)
+
+    variants = []
+    specs = [s.strip() for s in args.grid.split(",") if s.strip()]
+    depth_specs = [int(d) for d in args.depths.split(",") if d.strip()]
+    if specs or depth_specs:
+        encoder = PretrainedEncoder.load(args.encoder, split_id=split.split_id)
+        runs = []
+        for spec in specs:
+            strategy, integration, anchor = spec.split("/")
+            runs.append((spec, UserLLMConfig(integration=integration), strategy, anchor))
+        for depth in depth_specs:
+            runs.append((f"enc/cross_attention@{depth}/blend", UserLLMConfig(cross_layers=(depth,)), "enc", "blend"))
+        for name, config, strategy, anchor in runs:
+            train = UserLLMTrainConfig(
+                strategy=strategy, anchor=anchor, epochs=args.grid_epochs, max_chunks_per_epoch=args.grid_chunks
+            )
+            t0 = time.perf_counter()
+            variant = train_variant(split, encoder, Path(args.out) / "grid" / name.replace("/", "_"), config, train)
+            seconds = time.perf_counter() - t0
+            row = {
+                "name": name,
+                "strategy": strategy,
+                "integration": config.integration,
+                "cross_layers": list(config.cross_layers),
+                "anchor": anchor,
+                "train_seconds": variant.report.get("seconds", seconds),
+                "trainable_parameters": variant.report.get("trainable_parameters"),
+                **fidelity(variant, split.test),
+            }
+            variant.movie_states()
+            variant.logged_state()
+            row["ratings_per_s_640"] = ratings_per_second(variant, users, items, 640, 2.0)
+            variants.append(row)
+
+    return {
+        "args": asdict(args),
+        "split_id": split.split_id,
+        "agent": {
+            "path": args.agent,
+            "config": agent.model.config.to_dict(),
+            "train_config": agent.train_config.to_dict(),
+            "report": {k: v for k, v in agent.report.items() if k != "curve"},
+            "warm_seconds": warm_seconds,
+        },
+        "throughput": throughput,
+        "env": env,
+        "flops_per_rating": flops,
+        "fidelity": fid,
+        "variants": variants,
+    }
+
+
+def render(result: dict) -> str:
+    t, f, fl, env = result["throughput"], result["fidelity"], result["flops_per_rating"], result["env"]
+    a = result["agent"]
+    lines = [
+        "# USER-LLM agents (ML-100K protocol split)",
+        "",
+        f"Agent `{a['path']}`: {a['train_config']['strategy']} strategy, {a['config']['integration']}"
+        f" (layers {a['config']['cross_layers']}), anchored on {a['train_config']['anchor']}; building its movie"
+        f" and user caches took {a['warm_seconds']:.1f} s.",
+        "",
+        "## Throughput (ratings/s of predict, median of the rounds)",
+        "",
+        "| rater | batch 10 | batch 640 |",
+        "|---|---|---|",
+    ]
+    names = sorted({k.split("/")[0] for k in t}, key=lambda n: ["userllm", "bias", "text agents"].index(n))
+    for name in names:
+        cells = [f"{t[f'{name}/{b}']:,.0f}" if f"{name}/{b}" in t else "–" for b in (10, 640)]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    lines.append("")
+    lines.append(
+        f"At a 640-request batch the agent rates {t['userllm/640']:,.0f} ratings/s,"
+        f" {t['userllm/640'] / t['bias/640']:.2f}× the bias rater."
+    )
+    if "text agents/10" in t:
+        lines.append(
+            f"At a page of 10 it rates {t['userllm/10'] / t['text agents/10']:.0f}× as many ratings/s as the text"
+            " persona agents."
+        )
+    lines += [
+        "",
+        "| env: 64-wide vector env, random policy | env steps/s | ratings/s through the rater |",
+        "|---|---|---|",
+    ]
+    for name, r in env.items():
+        lines.append(f"| {name} | {r['env_steps_per_s']:,.0f} | {r['ratings_per_s']:,.0f} |")
+    lines += ["", "## FLOPs per rating (torch FlopCounterMode)", ""]
+    for name, v in fl.items():
+        lines.append(f"- {name}: {v / 1e6:,.2f} MFLOP")
+    if "text agents" in fl:
+        lines.append(f"- The text agents spend {fl['text agents'] / fl['userllm']:,.0f}× the agent's FLOPs per rating.")
+    lines += [
+        "",
+        "## Fidelity on the test part",
+        "",
+        "| rater | ratings | RMSE | MAE | NLL | W1 | W1 per user |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in f.items():
+        lines.append(
+            f"| {name} | {r['n']:,} | {r['rmse_expected']:.4f} | {r['mae_expected']:.4f} | {r['nll']:.4f} |"
+            f" {r['w1']:.4f} | {r['w1_user']:.4f} |"
+        )
+    u, b = f["userllm"], f["blend"]
+    lines += [
+        "",
+        f"Against the blend prior the agent's RMSE is {u['rmse_expected'] - b['rmse_expected']:+.4f}, MAE"
+        f" {u['mae_expected'] - b['mae_expected']:+.4f}, NLL {u['nll'] - b['nll']:+.4f}, W1 {u['w1'] - b['w1']:+.4f}.",
+    ]
+    if result["variants"]:
+        lines += [
+            "",
+            "## Variants (same budget each)",
+            "",
+            "| variant | strategy | integration | layers | anchor | trained params | train s | RMSE | MAE | NLL |"
+            " ratings/s (640) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in result["variants"]:
+            lines.append(
+                f"| {r['name']} | {r['strategy']} | {r['integration']} | {r['cross_layers']} | {r['anchor']} |"
+                f" {r['trainable_parameters']:,} | {r['train_seconds']:.0f} | {r['rmse_expected']:.4f} |"
+                f" {r['mae_expected']:.4f} | {r['nll']:.4f} | {r['ratings_per_s_640']:,.0f} |"
+            )
+        best = min(result["variants"], key=lambda r: r["nll"])
+        fastest = max(result["variants"], key=lambda r: r["ratings_per_s_640"])
+        lines += [
+            "",
+            f"Lowest NLL: {best['name']} ({best['nll']:.4f}); fastest: {fastest['name']}"
+            f" ({fastest['ratings_per_s_640']:,.0f} ratings/s).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    args = parse()
+    result = main(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=float))
+    (out / "report.md").write_text(render(result))
+    print(json.dumps({k: v for k, v in result.items() if k != "args"}, default=float))
