@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from recsim_personas.agents.agent_artifact import load_world
 from recsim_personas.agents.backbone_config import BackboneConfig
@@ -17,6 +18,9 @@ from recsim_personas.agents.precision import INFERENCE_DTYPES
 from recsim_personas.agents.train_config import ANCHORS, LoraTrainConfig
 from recsim_personas.cli._argtypes import non_negative_int, positive_int
 from recsim_personas.cli._options import ConfigOptions, add_config_options
+
+if TYPE_CHECKING:
+    from recsim_personas.agents.agent_report import ReportEntry
 
 
 def register_agents(
@@ -57,13 +61,22 @@ def register_agents(
         "eval",
         parents=[common_parent, world],
         help="score trained agents (and the prompt-only SLM) beside classical raters on the test ratings",
-        description="Score each --agents directory (as trained, and with --memories K also with K memories), the"
-        " prompt-only causal SLM (--prompt-only) and classical raters on the same test ratings: RMSE, MAE, URR,"
-        " rating-histogram distances, overall and per persona cluster.",
+        description="Score each --agents directory (persona agents as trained, and with --memories K also with K"
+        " memories; a USER-LLM agent from `userllm train` as trained), the prompt-only causal SLM (--prompt-only)"
+        " and classical raters on the same test ratings: RMSE, MAE, URR, rating-histogram distances, overall and"
+        " per persona cluster.",
     )
-    ev.add_argument("--agents", nargs="*", default=[], help="trained agent directories (from `agents train`)")
     ev.add_argument(
-        "--memories", type=non_negative_int, default=None, help="also score each agent with K memories (e.g. 0)"
+        "--agents",
+        nargs="*",
+        default=[],
+        help="trained agent directories (from `agents train`, or USER-LLM agents from `userllm train`)",
+    )
+    ev.add_argument(
+        "--memories",
+        type=non_negative_int,
+        default=None,
+        help="also score each persona-agent directory with K memories (e.g. 0)",
     )
     ev.add_argument("--prompt-only", action="store_true", help="also score the base causal LM without adapters")
     ev.add_argument("--model", default=None, help="causal model of --prompt-only (default: smollm2)")
@@ -139,6 +152,7 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
     from recsim_personas.agents.classical import make_rater
     from recsim_personas.agents.persona_agents import PersonaAgents, measure_urr
     from recsim_personas.cli._output import emit_report
+    from recsim_personas.envs.world import agents_kind
     from recsim_personas.errors import ConfigError
 
     _threads(args)
@@ -161,6 +175,11 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
         rater.fit(history)
         report.entries.append(score_entry(rater, test, persona_of, family="classical", variant=rater.name))
     for directory in args.agents:
+        if agents_kind(directory) == "userllm":
+            entry, note = _score_userllm(directory, split, test, persona_of, args)
+            report.entries.append(entry)
+            report.notes.append(note)
+            continue
         agents = PersonaAgents.load(directory, split, pset, index, batch_size=args.batch_size, dtype=args.dtype)
         report.notes.append(f"{directory}: weights in {agents.dtype} (--dtype {args.dtype}).")
         runs = [agents.memories]
@@ -216,3 +235,35 @@ def cmd_agents_eval(args: argparse.Namespace) -> int:
         )
     emit_report(args, report)
     return 0
+
+
+def _score_userllm(
+    directory: str, split: Any, test: Any, persona_of: dict[int, int] | None, args: argparse.Namespace
+) -> tuple[ReportEntry, str]:
+    """Load the USER-LLM agent in ``directory`` (checked against ``split``) and score it as trained.
+
+    Returns:
+        its report entry (family ``"userllm"``, variant = its integration, anchor = its training's anchor) and a
+        note for the report naming the directory and how the agent was built.
+    """
+    from recsim_personas.agents.agent_report import score_entry
+    from recsim_personas.agents.userllm.agent import UserLLMAgent
+
+    agent = UserLLMAgent.load(directory, split_id=split.split_id)
+    if len(args.agents) > 1:  # several artifacts may share a label: name the directory
+        agent.name += f" [{Path(directory).name}]"
+    config = agent.model.config
+    where = (
+        f" after layers {', '.join(map(str, config.cross_layers))}" if config.integration == "cross_attention" else ""
+    )
+    note = f"{directory}: USER-LLM agent, {config.integration}{where}, strategy {agent.train_config.strategy}."
+    entry = score_entry(
+        agent,
+        test,
+        persona_of,
+        family="userllm",
+        variant=config.integration,
+        anchor=agent.train_config.anchor,
+        progress=not args.no_progress,
+    )
+    return entry, note

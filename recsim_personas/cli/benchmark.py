@@ -63,7 +63,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             f"--slate-size must be at least {GapConfig.k} (the offline metrics are @{GapConfig.k}), got {slate_size}."
         )
     # validates every policy name, the seeds and the session options before any work; --rater is resolved by the
-    # simulation factory (make_world): classical raters by name, agents:DIR loads the persona agents
+    # simulation factory (make_world): classical raters by name, agents:DIR / userllm:DIR load trained agents
     base = None
     if args.session_config or args.session_options.given(args):
         # single --session-* flags apply on top of the sessions that go with the choice model

@@ -47,7 +47,9 @@ def register_choice(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     fid.add_argument("--split", required=True, help="split directory (from `data prepare`)")
     fid.add_argument(
-        "--rater", default="bias", help="the users' rater: bias (default), another classical one, agents:DIR"
+        "--rater",
+        default="bias",
+        help="the users' rater: bias (default), another classical one, agents:DIR or userllm:DIR",
     )
     fid.add_argument("--choice", default="fitted", help="fitted (default), handset, or a directory from `choice fit`")
     fid.add_argument(

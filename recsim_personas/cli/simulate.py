@@ -14,8 +14,9 @@ from recsim_personas.cli._argtypes import positive_int
 from recsim_personas.cli._options import add_config_options, load_config_file
 
 RATER_HELP = (
-    "bias (default), another classical rater (global, user, item, mf), or agents:DIR (persona agents from"
-    " `agents train --out DIR`)"
+    "bias (default), another classical rater (global, user, item, mf), agents:DIR (persona agents from"
+    " `agents train --out DIR`, or a USER-LLM agent), or userllm:DIR (a USER-LLM agent from `userllm train"
+    " --out DIR`)"
 )
 
 

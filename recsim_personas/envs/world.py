@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AGENTS_PREFIX = "agents:"
+"""Prefix of a trained agents directory as a rater: persona agents or, by its manifest, a USER-LLM agent."""
+USERLLM_PREFIX = "userllm:"
+"""Prefix of a trained USER-LLM agent directory as a rater (``recsim-personas userllm train --out DIR``)."""
 
 
 @dataclass(frozen=True)
@@ -156,36 +159,106 @@ class World:
         )
 
 
-def resolve_rater(rater: str | Rater, split: Split) -> Rater:
-    """A ready rater: a classical rater's name (fitted on ``split.history()``) or a rater object as is.
+def parse_rater(spec: str) -> tuple[Literal["classical", "agents", "userllm"], str]:
+    """What a rater spec names, checked without loading anything.
 
-    ``agents:DIR`` loads the persona agents trained with ``recsim-personas agents train --out DIR``
-    (:meth:`~recsim_personas.agents.persona_agents.PersonaAgents.open`: every persona adapter, the persona set
-    and the memory index recorded in their manifest, checked against ``split``).
+    Args:
+        spec: a classical rater's name, ``agents:DIR`` or ``userllm:DIR``.
+
+    Returns:
+        ``("classical", name)``, ``("agents", DIR)`` (persona agents or a USER-LLM agent, told apart by the
+        directory's manifest: :func:`agents_kind`) or ``("userllm", DIR)``.
 
     Raises:
-        ConfigError: an unknown name, an empty ``agents:`` path, or an object without a ``predict`` method.
-        ArtifactError: agents of another split, or an unfinished or altered agents directory.
+        ConfigError: an unknown name (the message lists the classical raters and both prefixes) or an empty path.
     """
-    from recsim_personas.agents.classical import CLASSICAL_RATERS, make_rater
+    from recsim_personas.agents.classical import CLASSICAL_RATERS
 
-    if isinstance(rater, str):
-        if rater.startswith(AGENTS_PREFIX):
-            path = rater[len(AGENTS_PREFIX) :]
+    prefixes = (
+        ("agents", AGENTS_PREFIX, "agents", "runs/agents", "agents train"),
+        ("userllm", USERLLM_PREFIX, "USER-LLM agent", "runs/userllm", "userllm train"),
+    )
+    for kind, prefix, what, example, command in prefixes:
+        if spec.startswith(prefix):
+            path = spec[len(prefix) :]
             if not path:
                 raise ConfigError(
-                    f"rater {rater!r}: name the agents directory, e.g. agents:runs/agents (from `recsim-personas"
-                    " agents train --out DIR`)."
+                    f"rater {spec!r}: name the {what} directory, e.g. {prefix}{example} (from `recsim-personas"
+                    f" {command} --out DIR`)."
                 )
-            from recsim_personas.agents.persona_agents import PersonaAgents
+            return kind, path
+    if spec not in CLASSICAL_RATERS:
+        raise unknown_choice("rater", spec, [*CLASSICAL_RATERS, AGENTS_PREFIX + "DIR", USERLLM_PREFIX + "DIR"])
+    return "classical", spec
 
-            agents = PersonaAgents.open(path, split)
-            logger.info("loaded persona agents %s from %s", agents.name, path)
-            return agents
-        if rater not in CLASSICAL_RATERS:
-            raise unknown_choice("rater", rater, [*CLASSICAL_RATERS, AGENTS_PREFIX + "DIR"])
-        fitted = make_rater(rater).fit(split.history())
-        logger.info("fitted the %s rater on %d history ratings", rater, len(split.train) + len(split.background))
+
+def agents_kind(path: str | os.PathLike[str]) -> Literal["userllm", "persona"]:
+    """``"userllm"`` when ``path``'s manifest names a USER-LLM agent (its ``format``), else ``"persona"``.
+
+    A directory without a readable manifest counts as persona agents, whose loader then says what is wrong.
+    """
+    import json
+    from pathlib import Path
+
+    from recsim_personas.agents.userllm.agent import USERLLM
+    from recsim_personas.artifacts import MANIFEST
+
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "persona"
+    return "userllm" if isinstance(manifest, dict) and manifest.get("format") == USERLLM.format else "persona"
+
+
+def load_agents(spec: str, split: Split) -> Rater:
+    """The trained agents ``agents:DIR`` or ``userllm:DIR`` names, checked against ``split``.
+
+    Raises:
+        ConfigError: not an agents spec, or an empty path.
+        ArtifactError: agents of another split, or an unfinished or altered agents directory.
+    """
+    kind, path = parse_rater(spec)
+    if kind == "classical":
+        raise ConfigError(
+            f"{spec!r} names a classical rater, not trained agents. Fix: {AGENTS_PREFIX}DIR or {USERLLM_PREFIX}DIR."
+        )
+    if kind == "userllm" or agents_kind(path) == "userllm":
+        from recsim_personas.agents.userllm.agent import UserLLMAgent
+
+        agent = UserLLMAgent.load(path, split_id=split.split_id)
+        logger.info("loaded the USER-LLM agent %s from %s", agent.name, path)
+        return agent
+    from recsim_personas.agents.persona_agents import PersonaAgents
+
+    agents = PersonaAgents.open(path, split)
+    logger.info("loaded persona agents %s from %s", agents.name, path)
+    return agents
+
+
+def resolve_rater(rater: str | Rater, split: Split) -> Rater:
+    """A ready rater: a classical rater's name (fitted on ``split.history()``), trained agents, or a rater object
+    as is.
+
+    ``agents:DIR`` loads the agents trained into DIR, of the kind its manifest records: persona agents
+    (``recsim-personas agents train --out DIR``;
+    :meth:`~recsim_personas.agents.persona_agents.PersonaAgents.open`: every persona adapter, the persona set
+    and the memory index recorded in their manifest) or a USER-LLM agent. ``userllm:DIR`` loads a USER-LLM agent
+    (``recsim-personas userllm train --out DIR``;
+    :meth:`~recsim_personas.agents.userllm.agent.UserLLMAgent.load`). Either is checked against ``split``.
+
+    Raises:
+        ConfigError: an unknown name, an empty ``agents:`` or ``userllm:`` path, or an object without a
+            ``predict`` method.
+        ArtifactError: agents of another split, or an unfinished or altered agents directory.
+    """
+    from recsim_personas.agents.classical import make_rater
+
+    if isinstance(rater, str):
+        kind, name = parse_rater(rater)
+        if kind != "classical":
+            return load_agents(rater, split)
+        fitted = make_rater(name).fit(split.history())
+        logger.info("fitted the %s rater on %d history ratings", name, len(split.train) + len(split.background))
         return fitted
     if not callable(getattr(rater, "predict", None)):
         raise ConfigError(
@@ -273,8 +346,8 @@ def make_world(
     Args:
         split: a split directory (from ``recsim-personas data prepare``) or a loaded ``Split``.
         rater: ``"bias"`` (default) or another classical rater's name — fitted on ``split.history()``
-            (train + background, no test rating) —, ``"agents:DIR"`` (trained persona agents), or any object
-            implementing the Rater protocol.
+            (train + background, no test rating) —, ``"agents:DIR"`` (trained persona agents, or a USER-LLM
+            agent), ``"userllm:DIR"`` (a trained USER-LLM agent), or any object implementing the Rater protocol.
         choice: how the users decide what to watch — ``"fitted"`` (default: the choice model and the session
             behaviour fitted on the split's history, :func:`resolve_choice`), ``"handset"``, a saved choice
             model's directory, or a ChoiceModel.

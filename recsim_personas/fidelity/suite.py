@@ -67,7 +67,8 @@ def run_fidelity(
 
     Args:
         split: a split directory or a loaded ``Split``.
-        rater: the users' rater (a classical rater's name, ``agents:DIR`` or a Rater); not with ``world``.
+        rater: the users' rater (a classical rater's name, ``agents:DIR``, ``userllm:DIR`` or a Rater); not with
+            ``world``.
         choice: ``"fitted"``, ``"handset"`` or a choice-model directory; not with ``world``.
         world: an already built world of ``split`` (instead of ``rater`` and ``choice``).
         policies: built-in policies (``random``, ``pop``) or ``recbole:<Model>`` whose sessions are compared.

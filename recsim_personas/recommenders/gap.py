@@ -63,8 +63,9 @@ class GapConfig:
     Attributes:
         policies: the recommenders to compare: random, pop, recbole:<Model> (any RecBole general or sequential
             model, trained on the split's history); comma-separated on the command line.
-        rater: the simulated users' rater: bias, another classical rater (global, user, item, mf), or
-            agents:DIR (persona agents from `agents train --out DIR`).
+        rater: the simulated users' rater: bias, another classical rater (global, user, item, mf),
+            agents:DIR (persona agents from `agents train --out DIR`, or a USER-LLM agent) or userllm:DIR (a
+            USER-LLM agent from `userllm train --out DIR`).
         seeds: simulation seeds (the first also seeds the Random policy's streams and RecBole's training).
         days: simulated days per seed.
         k: offline cut-off (at most ``slate_size``).
@@ -90,7 +91,9 @@ class GapConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", parse_policies(self.policies))
         if not isinstance(self.rater, str) or not self.rater.strip():
-            raise ConfigError(f"GapConfig.rater must be a rater's name (bias, ...) or agents:DIR, got {self.rater!r}.")
+            raise ConfigError(
+                f"GapConfig.rater must be a rater's name (bias, ...), agents:DIR or userllm:DIR, got {self.rater!r}."
+            )
         seeds = self.seeds
         ok = isinstance(seeds, Sequence) and not isinstance(seeds, str) and len(seeds) > 0
         ok = ok and all(not isinstance(s, bool) and isinstance(s, int | np.integer) and s >= 0 for s in seeds)
@@ -263,15 +266,16 @@ def _simulate(policy: Any, world: World, config: GapConfig, session: SessionConf
 
 
 def rater_artifact(spec: str, world: World) -> dict[str, Any]:
-    """What the simulated users' rater is: ``spec`` as given, its ``name``, and for trained persona agents
-    (``agents:DIR``) the directory and the sha256 of its manifest (``artifact_id``); a classical rater has no
-    artifact (it is fitted on the split's history: ``fitted_on_split``)."""
+    """What the simulated users' rater is: ``spec`` as given, its ``name``, and for trained agents (``agents:DIR``:
+    persona agents or a USER-LLM agent; ``userllm:DIR``) the directory and the sha256 of its manifest
+    (``artifact_id``); a classical rater has no artifact (it is fitted on the split's history:
+    ``fitted_on_split``)."""
     from recsim_personas.artifacts import manifest_digest
-    from recsim_personas.envs.world import AGENTS_PREFIX
+    from recsim_personas.envs.world import parse_rater
 
     out: dict[str, Any] = {"spec": spec, "name": world.rater_name, "artifact_id": None, "path": None}
-    if spec.startswith(AGENTS_PREFIX):
-        path = spec[len(AGENTS_PREFIX) :]
+    kind, path = parse_rater(spec)
+    if kind != "classical":
         out.update(path=path, artifact_id=manifest_digest(path))
     else:
         out["fitted_on_split"] = world.split_id
