@@ -118,7 +118,7 @@ def main() -> None:
     from recsim_personas.agents.backbone_config import BackboneConfig
     from recsim_personas.agents.inference import batched_logits
     from recsim_personas.agents.persona_agents import PersonaAgents
-    from recsim_personas.agents.precision import native_bf16_matmul, resolve_inference_dtype
+    from recsim_personas.agents.precision import native_bf16_matmul
     from recsim_personas.agents.train_config import LoraTrainConfig
     from recsim_personas.agents.training import train_agents
 
@@ -140,6 +140,7 @@ def main() -> None:
         )
     agents = {d: PersonaAgents.load(path, split, pset, index, batch_size=args.batch_size, dtype=d) for d in DTYPES}
     first = agents["float32"]
+    auto = PersonaAgents.load(path, split, pset, index, batch_size=args.batch_size, dtype="auto")  # measured once
 
     # requests: interleave users of every persona, so every batch mixes adapters
     test = split.test.sample(frac=1.0, random_state=args.seed)
@@ -270,7 +271,8 @@ def main() -> None:
         "max_length": first.builder.cfg.max_length,
         "threads": args.threads,
         "native_bf16_matmul": native_bf16_matmul(),
-        "auto_dtype": resolve_inference_dtype("auto", first.kind),
+        "auto_dtype": auto.dtype,
+        "auto_verdict": auto.precision.to_dict() if auto.precision is not None else None,
         "gflop_per_rating": flops / len(users) / 1e9,
         "dtypes": per_dtype,
         "bfloat16_vs_float32": {
@@ -343,8 +345,8 @@ def main() -> None:
         f" expected ratings differ by {cmp['expected_rating_abs_diff_mean']:.1e} on average, at most"
         f" {cmp['expected_rating_abs_diff_max']:.1e}; probabilities by at most {cmp['probability_abs_diff_max']:.1e}.",
         f"- {flops / len(users) / 1e9:.2f} GFLOP per rating. Native bfloat16 matmuls:"
-        f' {"yes" if summary["native_bf16_matmul"] else "no"}, so `dtype="auto"` runs encoder agents in'
-        f" {summary['auto_dtype']} here.",
+        f' {"yes" if summary["native_bf16_matmul"] else "no"}; `dtype="auto"` measured both on the agents\' own'
+        f" forward and runs them in {summary['auto_dtype']} here.",
     ]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     print(json.dumps(summary, default=str))

@@ -11,14 +11,20 @@ from datakit import synthetic_ratings, write_ml100k
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_caches(tmp_path_factory: pytest.TempPathFactory):
-    """Keep the tests' embedding cache out of the user's cache directory."""
-    old = os.environ.get("RECSIM_PERSONAS_EMBED_CACHE")
-    os.environ["RECSIM_PERSONAS_EMBED_CACHE"] = str(tmp_path_factory.mktemp("cache") / "embeddings.sqlite")
+    """Keep the tests' embedding cache and precision verdicts out of the user's cache directory."""
+    root = tmp_path_factory.mktemp("cache")
+    private = {
+        "RECSIM_PERSONAS_EMBED_CACHE": str(root / "embeddings.sqlite"),
+        "RECSIM_PERSONAS_PRECISION_CACHE": str(root / "precision"),
+    }
+    old = {name: os.environ.get(name) for name in private}
+    os.environ.update(private)
     yield
-    if old is None:
-        os.environ.pop("RECSIM_PERSONAS_EMBED_CACHE", None)
-    else:
-        os.environ["RECSIM_PERSONAS_EMBED_CACHE"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _require_data() -> bool:

@@ -22,7 +22,11 @@ answer with a distribution over the five rating tokens and cannot give an unusab
 
 Precision. The weights run in ``dtype`` (:mod:`~recsim_personas.agents.precision`: ``"auto"`` by default,
 ``"float32"`` or ``"bfloat16"``), converted once, after loading and the fingerprint check; logits leave the
-model as float32, anchoring and the softmax run in float64.
+model as float32, anchoring and the softmax run in float64. ``"auto"`` is measured, not read from CPU flags
+(:meth:`PersonaAgents.measure_dtype`): the agents' own forward passes over up to
+:data:`PRECISION_PROBE_REQUESTS` test requests of the split, in float32 and in bfloat16; bfloat16 only when
+faster and its expected ratings within :data:`~recsim_personas.agents.precision.AUTO_TOLERANCE` of float32's.
+The verdict is cached per backbone and machine, so later loads reuse it without timing.
 
 Loading refuses, with a message naming the fix (:mod:`~recsim_personas.agents.agent_artifact`): an unfinished
 artifact, an artifact from another split or persona set, a base model other than the one the adapters were
@@ -48,7 +52,13 @@ from recsim_personas.agents.agent_artifact import (
 from recsim_personas.agents.backbone_config import BackboneConfig, torch_dtype
 from recsim_personas.agents.backbones import build_backbone
 from recsim_personas.agents.inference import batched_logits
-from recsim_personas.agents.precision import INFERENCE_DTYPES, resolve_inference_dtype
+from recsim_personas.agents.precision import (
+    AUTO_TOLERANCE,
+    INFERENCE_DTYPES,
+    PrecisionVerdict,
+    measure_precision,
+    resolve_inference_dtype,
+)
 from recsim_personas.agents.prior import AnchorPrior
 from recsim_personas.agents.prompt import PromptBuilder, PromptConfig
 from recsim_personas.agents.rater import N_LEVELS, as_requests
@@ -66,6 +76,14 @@ OBSERVED_REASON = "I watched this movie and rated it {rating} out of 5."
 Observed = dict[int, list[tuple[int, int, np.ndarray]]]
 """A session's memories of watched movies: ``{user_id: [(item_id, rating, key float32 (d,)), ...]}``."""
 
+PRECISION_PROBE_REQUESTS = 8
+"""Test requests of the split that ``dtype="auto"`` runs in both precisions (:meth:`PersonaAgents.measure_dtype`):
+one run in each to compare the expected ratings, then (within the tolerance) a warm-up and three timed runs in
+each, the median kept."""
+PRECISION_WARMUP, PRECISION_REPEATS = 1, 3
+
+_LEVELS = np.arange(1, N_LEVELS + 1, dtype=np.float64)
+
 
 class PersonaAgents:
     """SLM persona agents as a :class:`~recsim_personas.agents.rater.Rater`.
@@ -81,6 +99,9 @@ class PersonaAgents:
         model: the ``PeftModel`` holding every adapter (or the bare backbone for ``prompt``), eval mode.
         builder: the prompt builder (caches persona parts and movie descriptions).
         dtype: precision of the weights, ``"float32"`` or ``"bfloat16"`` (see :data:`INFERENCE_DTYPES`).
+        precision: the measured verdict behind ``dtype`` when it was chosen by ``"auto"``
+            (:class:`~recsim_personas.agents.precision.PrecisionVerdict`: timings, output difference, reason);
+            ``None`` for an explicit ``dtype``.
         batch_size: at most this many prompts per forward pass (see
             :func:`~recsim_personas.agents.inference.batched_logits`, which also caps a pass at 2,048 padded tokens).
         single_adapter_passes: a pass whose prompts all use one adapter runs PEFT's plain forward with that
@@ -104,8 +125,9 @@ class PersonaAgents:
         dtype: str | None = None,
         single_adapter_passes: bool = True,
     ) -> None:
-        """``dtype``: convert the weights to it (``"auto"`` resolved by :func:`resolve_inference_dtype`);
-        ``None`` keeps them as they are."""
+        """``dtype``: convert the weights to it; ``None`` keeps them as they are. ``"auto"`` here has no requests
+        to measure with and means float32 (:func:`resolve_inference_dtype`); :meth:`load` and
+        :meth:`prompt_only` measure (:meth:`measure_dtype`)."""
         if memories < 0:
             raise ConfigError(f"memories must be >= 0, got {memories!r}.")
         if memories > 0 and index is None:
@@ -130,6 +152,7 @@ class PersonaAgents:
             # once, after loading (and the fingerprint check): base weights, every adapter and head copy
             self.model.to(torch_dtype(resolve_inference_dtype(dtype, self.kind)))
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        self.precision: PrecisionVerdict | None = None
         self.anchored = prior is not None
         self.name = name or self.default_name()
 
@@ -166,9 +189,10 @@ class PersonaAgents:
             batch_size: at most this many prompts per forward pass.
             cache_dir: model cache root.
             name: report label.
-            dtype: inference precision of the weights, ``"auto"`` (bfloat16 for an encoder on a CPU with
-                native bfloat16 matmuls, else float32: :func:`resolve_inference_dtype`), ``"float32"`` or
-                ``"bfloat16"``. Applied after the artifact checks; logits stay float32, probabilities float64.
+            dtype: inference precision of the weights, ``"auto"`` (measured on this machine with these agents:
+                bfloat16 only when faster and within 0.01 of float32's expected ratings, see
+                :meth:`measure_dtype`; cached per backbone and machine), ``"float32"`` or ``"bfloat16"``.
+                Applied after the artifact checks; logits stay float32, probabilities float64.
 
         Raises:
             ArtifactError: unfinished artifact, other split/personas/base model, missing or altered adapter.
@@ -207,7 +231,8 @@ class PersonaAgents:
         pcfg = PromptConfig(**manifest["prompt"])
         builder = PromptBuilder(tokenizer, pset, split.catalog().describe, pcfg)
         k = int(manifest["train_config"]["memories"] if memories is None else memories)
-        return cls(
+        variant = str(manifest["train_config"]["variant"])
+        agents = cls(
             model=model,
             backbone=base,
             builder=builder,
@@ -215,11 +240,15 @@ class PersonaAgents:
             index=index,
             memories=k,
             prior=prior,
-            variant=str(manifest["train_config"]["variant"]),
+            variant=variant,
             batch_size=batch_size,
             name=name,
-            dtype=dtype,
+            dtype=None if dtype == "auto" else dtype,
         )
+        if dtype == "auto":
+            users, items = precision_requests(split, cmap)
+            agents.measure_dtype(users, items, key=precision_key(variant, trained, fp), cache_dir=cache_dir)
+        return agents
 
     @classmethod
     def open(
@@ -281,7 +310,8 @@ class PersonaAgents:
 
         ``anchor="bias"`` (or ``"mf"``, ``"knn"``, ``"blend"``) adds that classical prior, fitted (deterministically)
         on the split's history.
-        ``dtype`` as in :meth:`load` (``"auto"`` is float32 for a causal LM).
+        ``dtype`` as in :meth:`load` (``"auto"``: measured; a causal LM's expected ratings move too much in
+        bfloat16 for the tolerance, so in practice float32).
         """
         backbone = backbone or BackboneConfig(kind="causal")
         if backbone.kind != "causal":
@@ -295,7 +325,7 @@ class PersonaAgents:
         pcfg = prompt_config("causal", template, int(backbone.max_length))  # type: ignore[arg-type]
         builder = PromptBuilder(tokenizer, pset, split.catalog().describe, pcfg)
         prior = AnchorPrior.fit(split.history(), anchor) if anchor != "none" else None
-        return cls(
+        agents = cls(
             model=base,
             backbone=base,
             builder=builder,
@@ -306,8 +336,94 @@ class PersonaAgents:
             variant="prompt",
             batch_size=batch_size,
             name=name,
-            dtype=dtype,
+            dtype=None if dtype == "auto" else dtype,
         )
+        if dtype == "auto":
+            users, items = precision_requests(split, None)
+            key = precision_key("prompt", backbone, base_fingerprint(base))
+            agents.measure_dtype(users, items, key=key, cache_dir=cache_dir)
+        return agents
+
+    # -- precision ------------------------------------------------------------------------------
+    def measure_dtype(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        *,
+        key: str,
+        cache_dir: str | os.PathLike[str] | None = None,
+        refresh: bool = False,
+    ) -> PrecisionVerdict | None:
+        """Choose float32 or bfloat16 by running these agents on a batch of requests, and convert the weights.
+
+        The probe of :func:`~recsim_personas.agents.precision.measure_precision`: the requests' prompts (built
+        once), through :func:`~recsim_personas.agents.inference.batched_logits` as :meth:`logits` runs them,
+        anchored as the agents are, to expected ratings float64 (n,). For bfloat16 the weights are converted in
+        place after a copy of the current ones is kept; going back to the original precision restores that
+        copy exactly (never widens bfloat16 weights). Afterwards the weights are in the chosen precision and
+        :attr:`precision` holds the verdict (a cached one when this backbone was measured on this machine).
+
+        Args:
+            users: int (n,) user ids of the probe batch (each with a persona / adapter).
+            items: int (n,) item ids.
+            key: the workload's name in the cache (:func:`precision_key`).
+            cache_dir: model cache root (the verdict goes to its ``precision/``; see
+                :func:`~recsim_personas.agents.precision.precision_cache_dir`).
+            refresh: measure even when a verdict is cached.
+
+        Returns:
+            The verdict, or ``None`` for an empty batch (nothing to measure: float32).
+        """
+        u, i = as_requests(users, items)
+        model = self.model
+        original = next(model.parameters()).dtype
+        if u.size == 0:
+            logger.info("%s: no requests to measure the precision with; float32", self.name)
+            model.to(torch.float32)
+            self.dtype, self.precision = "float32", None
+            return None
+        rows, names = self.prompts(u, i)
+        prior = self.prior.log_probs(u, i) if self.prior is not None else 0.0
+        saved: dict[str, torch.Tensor] = {}
+
+        def convert(dtype: str, *, keep: bool = False) -> None:
+            target = torch_dtype(dtype)
+            if next(model.parameters()).dtype == target:
+                return
+            if keep and not saved:  # the original weights, to come back to them exactly
+                saved.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+            model.to(target)
+            if target == original and saved:
+                model.load_state_dict(saved)
+
+        def probe(dtype: str) -> np.ndarray:
+            convert(dtype, keep=True)
+            raw = batched_logits(
+                model, self.backbone, rows, names, self.batch_size, single_adapter_passes=self.single_adapter_passes
+            )
+            probs = torch.softmax(torch.as_tensor(raw.double().numpy() + prior), dim=-1).numpy()
+            return probs @ _LEVELS
+
+        try:
+            verdict = measure_precision(
+                probe,
+                key=key,
+                tolerance=AUTO_TOLERANCE,
+                cache_dir=cache_dir,
+                warmup=PRECISION_WARMUP,
+                repeats=PRECISION_REPEATS,
+                refresh=refresh,
+            )
+            convert(verdict.dtype)
+        except BaseException:
+            convert(str(original).removeprefix("torch."))
+            raise
+        finally:
+            saved.clear()
+        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.precision = verdict
+        logger.info("%s: weights in %s (dtype='auto': %s)", self.name, self.dtype, verdict.reason)
+        return verdict
 
     # -- the Rater contract ---------------------------------------------------------------------
     def adapter_of(self, user_id: int) -> str | None:
@@ -441,6 +557,34 @@ class AgentSession:
         return self.agents.predict(users, items, observed=self.observed)
 
 
+def precision_requests(
+    split: Any, cluster_map: dict[int, str] | None, n: int = PRECISION_PROBE_REQUESTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` test requests of ``split`` spread evenly over its test part (users with an adapter in
+    ``cluster_map``, every user when ``None``): the batch ``dtype="auto"`` is measured on.
+
+    Returns:
+        ``(users int64 (m,), items int64 (m,))``, ``m <= n`` (0 for a split without test ratings).
+    """
+    test = split.test
+    users = test.user_id.to_numpy(dtype=np.int64)
+    items = test.item_id.to_numpy(dtype=np.int64)
+    if cluster_map is not None:
+        keep = np.isin(users, np.fromiter(cluster_map, dtype=np.int64, count=len(cluster_map)))
+        users, items = users[keep], items[keep]
+    if users.size > n:
+        rows = np.unique(np.linspace(0, users.size - 1, n).round().astype(np.int64))
+        users, items = users[rows], items[rows]
+    return users, items
+
+
+def precision_key(variant: str, backbone: BackboneConfig, fingerprint: str) -> str:
+    """The workload name of persona agents in the precision cache: variant, kind, model, prompt budget and base
+    weights (the adapters are not part of it: the backbone decides the speed, and its rounding the difference)."""
+    model = backbone.model or "default"
+    return f"persona-agents:{variant}:{backbone.kind}:{model}:max_length={backbone.max_length}:base={fingerprint[:16]}"
+
+
 def anchor_label(prior: AnchorPrior | None) -> str:
     """``"anchored"`` (bias prior), ``"anchored-mf"`` or ``"unanchored"``: the anchoring part of a report label."""
     if prior is None:
@@ -479,4 +623,12 @@ def measure_urr(
     return (bad / len(answers) if answers else 0.0), answers
 
 
-__all__ = ["AgentSession", "PersonaAgents", "anchor_label", "measure_urr"]
+__all__ = [
+    "PRECISION_PROBE_REQUESTS",
+    "AgentSession",
+    "PersonaAgents",
+    "anchor_label",
+    "measure_urr",
+    "precision_key",
+    "precision_requests",
+]

@@ -89,8 +89,8 @@ def register_agents(
         "--dtype",
         choices=INFERENCE_DTYPES,
         default="auto",
-        help="inference precision of the agents' weights (default: auto = bfloat16 for encoder agents on a CPU"
-        " with native bfloat16 matmuls (AMX / AVX512-BF16), else float32)",
+        help="inference precision of the agents' weights (default: auto = measured once per machine on the"
+        " agents' own forward: bfloat16 only where it is faster and moves expected ratings by < 0.01; cached)",
     )
     ev.add_argument("--seed", type=non_negative_int, default=0, help="seed of the test sample (default: 0)")
     ev.add_argument("--out", default=None, help="directory for agents_fidelity.md/.json/.png")

@@ -43,6 +43,7 @@ def test_prompt_only_anchoring_and_urr(world, cache):
         anchor="bias",
         template="compact",
         cache_dir=cache,
+        dtype="float32",  # the precision measurement has its own tests
     )
     test = world.split.test.iloc[:2]
     u, i = test.user_id.to_numpy(), test.item_id.to_numpy()
