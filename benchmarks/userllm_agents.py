@@ -48,11 +48,13 @@ class Args:
     grid: str = ""
     """variants "strategy/integration/anchor", comma-separated (e.g. enc/cross_attention/blend,proj/soft_prompt/none)"""
     depths: str = ""
-    """cross-attention depths to compare (layer counts, comma-separated, e.g. 6,4,2); enc, blend-anchored"""
+    """cross-attention depths to compare (layer counts, comma-separated, e.g. 6,4,2); enc, bias-anchored"""
     grid_epochs: int = 2
     """epochs of each variant"""
     grid_chunks: int = 400
     """chunks per epoch of each variant (each chunk is up to 16 ratings)"""
+    grid_test: int = 2000
+    """test ratings the variants are scored on (seeded sample; the soft prompt runs the backbone per rating)"""
     repeats: int = 3
     """round-robin rounds of the throughput measurements"""
     threads: int = 2
@@ -211,7 +213,9 @@ def main(args: Args) -> dict:
             strategy, integration, anchor = spec.split("/")
             runs.append((spec, UserLLMConfig(integration=integration), strategy, anchor))
         for depth in depth_specs:
-            runs.append((f"enc/cross_attention@{depth}/blend", UserLLMConfig(cross_layers=(depth,)), "enc", "blend"))
+            runs.append((f"enc/cross_attention@{depth}/bias", UserLLMConfig(cross_layers=(depth,)), "enc", "bias"))
+        sample = split.test.iloc[np.sort(order[: args.grid_test])]
+        fid["userllm (variant sample)"] = fidelity(agent, sample)
         for name, config, strategy, anchor in runs:
             train = UserLLMTrainConfig(
                 strategy=strategy, anchor=anchor, epochs=args.grid_epochs, max_chunks_per_epoch=args.grid_chunks
@@ -227,7 +231,7 @@ def main(args: Args) -> dict:
                 "anchor": anchor,
                 "train_seconds": variant.report.get("seconds", seconds),
                 "trainable_parameters": variant.report.get("trainable_parameters"),
-                **fidelity(variant, split.test),
+                **fidelity(variant, sample),
             }
             variant.movie_states()
             variant.logged_state()
@@ -315,6 +319,11 @@ def render(result: dict) -> str:
         lines += [
             "",
             "## Variants (same budget each)",
+            "",
+            f"Each trained for {result['args']['grid_epochs']} epoch(s) of at most {result['args']['grid_chunks']}"
+            f" chunks and scored on the same {result['args']['grid_test']:,} sampled test ratings"
+            f" (the agent above scores RMSE {f['userllm (variant sample)']['rmse_expected']:.4f}, NLL"
+            f" {f['userllm (variant sample)']['nll']:.4f} on them).",
             "",
             "| variant | strategy | integration | layers | anchor | trained params | train s | RMSE | MAE | NLL |"
             " ratings/s (640) |",
