@@ -277,8 +277,8 @@ def render(result: dict) -> str:
         lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
     lines.append("")
     lines.append(
-        f"At a 640-request batch the agent rates {t['userllm/640']:,.0f} ratings/s,"
-        f" {t['userllm/640'] / t['bias/640']:.2f}× the bias rater."
+        f"At a 640-request batch the agent rates {t['userllm/640']:,.0f} ratings/s; the bias rater (a table"
+        f" lookup) is {t['bias/640'] / t['userllm/640']:,.0f}× faster."
     )
     if "text agents/10" in t:
         lines.append(
@@ -335,6 +335,14 @@ def render(result: dict) -> str:
                 f" {r['trainable_parameters']:,} | {r['train_seconds']:.0f} | {r['rmse_expected']:.4f} |"
                 f" {r['mae_expected']:.4f} | {r['nll']:.4f} | {r['ratings_per_s_640']:,.0f} |"
             )
+        spread = max(r["nll"] for r in result["variants"]) - min(r["nll"] for r in result["variants"])
+        anchored = [r for r in result["variants"] if r["anchor"] != "none"]
+        if anchored:
+            a_spread = max(r["nll"] for r in anchored) - min(r["nll"] for r in anchored)
+            lines += [
+                "",
+                f"The anchored variants' NLL spans {a_spread:.4f} (all variants: {spread:.4f}) at this budget.",
+            ]
         best = min(result["variants"], key=lambda r: r["nll"])
         fastest = max(result["variants"], key=lambda r: r["ratings_per_s_640"])
         lines += [
