@@ -228,7 +228,11 @@ def test_a_session_follows_its_own_watches_only(split, agent):
     np.testing.assert_allclose(one.predict(users, items), before, atol=1e-9)
     watcher = int(users[0])
     one.observe(np.array([watcher, watcher]), items[:2], np.array([5, 1]))
+    others = users != watcher
+    np.testing.assert_allclose(one.predict(users[others], items[others]), before[others], atol=1e-9)
+    assert one._dirty == set(agent.user_rows(np.array([watcher])).tolist())  # recomputed only when asked about
     after = one.predict(users, items)
+    assert not one._dirty
     changed = ~np.isclose(after, before, atol=1e-9).all(axis=1)
     assert changed[users == watcher].all() and not changed[users != watcher].any()
     np.testing.assert_allclose(two.predict(users, items), before, atol=1e-9)

@@ -307,12 +307,14 @@ class UserLLMAgent:
 
 class UserLLMSession:
     """One simulation's view of a :class:`UserLLMAgent`: the users' histories grow with the watches the simulation
-    reports, and only those users' tokens are recomputed (the shared agent is never modified)."""
+    reports, and only those users' tokens are recomputed — when they are next asked about (the shared agent is
+    never modified)."""
 
     def __init__(self, agent: UserLLMAgent) -> None:
         self.agent = agent
         self._state: dict[str, torch.Tensor] | None = None
         self._extra: dict[int, list[tuple[int, int]]] = {}  # user row -> [(item row, rating)] watched here
+        self._dirty: set[int] = set()  # user rows whose tokens are behind their history
 
     def _current(self) -> dict[str, torch.Tensor]:
         if self._state is None:  # copied on first use: the agent's own state is shared by every session
@@ -321,7 +323,21 @@ class UserLLMSession:
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         users, items = as_requests(users, items)
-        return self.agent.predict_rows(users, items, self._current(), self.agent.user_rows(users))
+        rows = self.agent.user_rows(users)
+        self._refresh(rows)
+        return self.agent.predict_rows(users, items, self._current(), rows)
+
+    def _refresh(self, rows: np.ndarray) -> None:
+        """Recompute the tokens of the requested users whose history grew since (lazily: a user who watched and
+        left is recomputed only when it is asked about again)."""
+        stale = np.asarray(sorted(self._dirty.intersection(np.unique(rows).tolist())), dtype=np.int64)
+        if not stale.size:
+            return
+        state = self._current()
+        fresh = self.agent.user_state(self.agent.tokens_of(self.histories_of(stale)))
+        for key, value in fresh.items():
+            state[key][torch.as_tensor(stale)] = value
+        self._dirty.difference_update(stale.tolist())
 
     def observe(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
         users, items = as_requests(users, items)
@@ -331,11 +347,7 @@ class UserLLMSession:
         item_rows = self.agent.items.rows(items, where="the observed watches")
         for r, i, v in zip(rows.tolist(), item_rows.tolist(), np.asarray(ratings).tolist(), strict=True):
             self._extra.setdefault(r, []).append((i, int(v)))
-        changed = np.unique(rows)
-        state = self._current()
-        fresh = self.agent.user_state(self.agent.tokens_of(self.histories_of(changed)))
-        for key, value in fresh.items():
-            state[key][torch.as_tensor(changed)] = value
+        self._dirty.update(rows.tolist())
 
     def histories_of(self, rows: np.ndarray) -> Histories:
         """The current histories of user rows ``rows``: logged events then this simulation's watches, the latest
