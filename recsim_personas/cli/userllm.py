@@ -9,6 +9,7 @@ from typing import Any
 from recsim_personas.cli._argtypes import positive_int
 from recsim_personas.cli._options import add_config_options
 from recsim_personas.cli._output import emit
+from recsim_personas.cli.agents import _threads
 
 
 def register_userllm(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -70,10 +71,7 @@ def cmd_userllm_pretrain(args: argparse.Namespace) -> int:
     from recsim_personas.agents.userllm.pretrain import pretrain_encoder
     from recsim_personas.data import load_split
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _threads(args)
     split = load_split(args.split)
     result = pretrain_encoder(
         split,
@@ -106,10 +104,7 @@ def cmd_userllm_train(args: argparse.Namespace) -> int:
     from recsim_personas.agents.userllm.train import train_userllm
     from recsim_personas.data import load_split
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _threads(args)
     split = load_split(args.split)
     agent = train_userllm(
         split,

@@ -194,23 +194,28 @@ def test_pretraining_lowers_the_loss_and_saves_a_loadable_encoder(split, pretrai
     assert set(test) == {"recall@10", "ndcg@10", "mrr@10", "users"} and test["users"] > 0
 
 
-def test_interrupted_pretraining_resumes_exactly(split, pretrained, tmp_path, monkeypatch):
-    out = tmp_path / "encoder"
+def _interrupt_in_second_epoch(split, out, monkeypatch) -> None:
+    """Start pretraining into ``out`` and stop it (KeyboardInterrupt) during the second epoch's validation."""
     real = pretrain_module._mean_loss
     calls = {"n": 0}
 
-    def interrupt_in_second_epoch(*args, **kwargs):
+    def interrupt(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain_module, "_mean_loss", interrupt_in_second_epoch)
+    monkeypatch.setattr(pretrain_module, "_mean_loss", interrupt)
     with pytest.raises(KeyboardInterrupt):
         pretrain_encoder(split, out, encoder_config=SMALL, config=FAST, progress=False, evaluate=False)
+
+
+def test_interrupted_pretraining_resumes_exactly(split, pretrained, tmp_path, monkeypatch):
+    out = tmp_path / "encoder"
+    _interrupt_in_second_epoch(split, out, monkeypatch)
     assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 1
     assert not (out / "manifest.json").exists()
-    monkeypatch.setattr(pretrain_module, "_mean_loss", real)
+    monkeypatch.undo()
     resumed = pretrain_encoder(split, out, encoder_config=SMALL, config=FAST, progress=False, evaluate=False)
     assert resumed.report["curve"] == pretrained.report["curve"]
     for name, tensor in pretrained.model.state_dict().items():
@@ -277,19 +282,8 @@ def test_cli_pretrains_reports_and_refuses_to_clobber(tiny_split_dir, tmp_path, 
 
 def test_a_run_resumes_with_another_number_of_epochs_but_not_other_settings(split, pretrained, tmp_path, monkeypatch):
     out = tmp_path / "encoder"
-    real = pretrain_module._mean_loss
-    calls = {"n": 0}
-
-    def interrupt_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pretrain_module, "_mean_loss", interrupt_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain_encoder(split, out, encoder_config=SMALL, config=FAST, progress=False, evaluate=False)
-    monkeypatch.setattr(pretrain_module, "_mean_loss", real)
+    _interrupt_in_second_epoch(split, out, monkeypatch)
+    monkeypatch.undo()
     other = PretrainConfig(**{**FAST.to_dict(), "lr": 0.5})
     with pytest.raises(ArtifactError, match="unfinished user encoder run with other settings"):
         pretrain_encoder(split, out, encoder_config=SMALL, config=other, progress=False)

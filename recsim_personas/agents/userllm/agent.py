@@ -156,7 +156,7 @@ class UserLLMAgent:
 
     # --------------------------------------------------------------------------------------- predict
     @torch.no_grad()
-    def distributions(self, user_rows: np.ndarray, item_rows: np.ndarray, users: dict[str, torch.Tensor]) -> np.ndarray:
+    def logits(self, user_rows: np.ndarray, item_rows: np.ndarray, users: dict[str, torch.Tensor]) -> np.ndarray:
         """Rating logits float64 (n, 5) of rows into a :meth:`user_state` and item rows (before the prior)."""
         movies = self.movie_states()
         out = np.empty((len(user_rows), 5), dtype=np.float64)
@@ -173,9 +173,10 @@ class UserLLMAgent:
         return out
 
     def predict_rows(
-        self, users: np.ndarray, items: np.ndarray, tokens: torch.Tensor, user_rows: np.ndarray
+        self, users: np.ndarray, items: np.ndarray, state: dict[str, torch.Tensor], user_rows: np.ndarray
     ) -> np.ndarray:
-        logits = self.distributions(user_rows, self.items.rows(items, where="the rating requests"), tokens)
+        """Rating distributions of id requests whose users are rows ``user_rows`` of a :meth:`user_state`."""
+        logits = self.logits(user_rows, self.items.rows(items, where="the rating requests"), state)
         if self.prior is not None:
             logits = logits + self.prior.log_probs(users, items)
         logits -= logits.max(axis=1, keepdims=True)
@@ -224,10 +225,7 @@ class UserLLMAgent:
                 "config": self.model.config.to_dict(),
                 "encoder_config": self.model.user_encoder.config.to_dict(),
                 "train_config": self.train_config.to_dict(),
-                "item_ids": self.items.item_ids.tolist(),
-                "item_genres": self.items.genres.astype(int).tolist(),
-                "item_year_bucket": self.items.year_bucket.tolist(),
-                "genre_names": list(self.items.genre_names),
+                **self.items.to_dict(),
                 "user_ids": h.user_ids.tolist(),
                 "report": self.report,
             }
@@ -262,12 +260,7 @@ class UserLLMAgent:
         if split_id is not None:
             check_input(path, USERLLM, "split", manifest["split_id"], split_id, "train the agent on this split")
         body = json.loads((path / BODY_FILE).read_text(encoding="utf-8"))
-        items = ItemTable(
-            item_ids=np.asarray(body["item_ids"], dtype=np.int64),
-            genres=np.asarray(body["item_genres"], dtype=np.float32),
-            year_bucket=np.asarray(body["item_year_bucket"], dtype=np.int64),
-            genre_names=tuple(body["genre_names"]),
-        )
+        items = ItemTable.from_dict(body)
         config = UserLLMConfig.from_dict(body["config"])
         train_config = UserLLMTrainConfig.from_dict(body["train_config"])
         backbone, _ = load_encoder(config.backbone)

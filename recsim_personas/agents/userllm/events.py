@@ -108,6 +108,25 @@ class ItemTable:
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    def to_dict(self) -> dict[str, list]:
+        """The table as JSON lists (what the encoder and agent artifacts store)."""
+        return {
+            "item_ids": self.item_ids.tolist(),
+            "item_genres": self.genres.astype(int).tolist(),
+            "item_year_bucket": self.year_bucket.tolist(),
+            "genre_names": list(self.genre_names),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list]) -> ItemTable:
+        """The table of :meth:`to_dict`'s lists."""
+        return cls(
+            item_ids=np.asarray(d["item_ids"], dtype=np.int64),
+            genres=np.asarray(d["item_genres"], dtype=np.float32),
+            year_bucket=np.asarray(d["item_year_bucket"], dtype=np.int64),
+            genre_names=tuple(d["genre_names"]),
+        )
+
     def rows(self, item_ids: np.ndarray, *, where: str = "ratings") -> np.ndarray:
         """Item rows of ``item_ids`` (int64 (n,)).
 

@@ -106,12 +106,7 @@ class PretrainedEncoder:
         if split_id is not None:
             check_input(path, USER_ENCODER, "split", manifest["split_id"], split_id, "pretrain on this split")
         body = json.loads((path / BODY_FILE).read_text(encoding="utf-8"))
-        items = ItemTable(
-            item_ids=np.asarray(body["item_ids"], dtype=np.int64),
-            genres=np.asarray(body["item_genres"], dtype=np.float32),
-            year_bucket=np.asarray(body["item_year_bucket"], dtype=np.int64),
-            genre_names=tuple(body["genre_names"]),
-        )
+        items = ItemTable.from_dict(body)
         encoder_config = UserEncoderConfig.from_dict(body["encoder_config"])
         model = NextEventModel(encoder_config, items)
         state = load_file(str(path / WEIGHTS_FILE))
@@ -302,10 +297,7 @@ def pretrain_encoder(
         out / BODY_FILE,
         {
             **spec,
-            "item_ids": items.item_ids.tolist(),
-            "item_genres": items.genres.astype(int).tolist(),
-            "item_year_bucket": items.year_bucket.tolist(),
-            "genre_names": list(items.genre_names),
+            **items.to_dict(),
             "report": report,
         },
     )

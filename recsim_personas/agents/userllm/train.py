@@ -228,7 +228,7 @@ def train_userllm(
     history = split.history().sort_values(["user_id", "timestamp", "item_id"], kind="mergesort").reset_index(drop=True)
     counts = history.groupby("user_id").size()
     full = histories(history, items, int(counts.max()), where="the split's history")
-    logged = histories(history, items, encoder.encoder_config.max_len, where="the split's history")
+    logged = prefixes(full, np.arange(len(full)), full.lengths, encoder.encoder_config.max_len)  # the latest events
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(train.seed).spawn(5)]
     init_seed, valid_seed, order_seed, dropout_seed, fold_seed = seeds
 
