@@ -55,6 +55,8 @@ class Args:
     """chunks per epoch of each variant (each chunk is up to 16 ratings)"""
     grid_test: int = 2000
     """test ratings the variants are scored on (seeded sample; the soft prompt runs the backbone per rating)"""
+    widths: str = "12x32,4x32,4x16,2x16"
+    """cross-attention widths (heads x head width) timed on the agent's caches with untrained blocks (speed only)"""
     repeats: int = 3
     """round-robin rounds of the throughput measurements"""
     threads: int = 2
@@ -120,6 +122,53 @@ def env_rates(world, steps: int, num_envs: int = 64) -> dict:
         obs, *_ = envs.step(policy.act_batch(obs))
     seconds = time.perf_counter() - start
     return {"env_steps_per_s": steps / seconds, "ratings_per_s": calls["n"] / seconds}
+
+
+def width_variants(agent, widths: list[tuple[int, int]], users, items) -> list[dict]:
+    """Ratings/s at 640 of the agent with its cross-attention block at other widths (blocks untrained: the speed of
+    the cached path does not depend on the weights). The final text states are computed once for all widths."""
+    import copy
+
+    import torch
+
+    from recsim_personas.agents.userllm.model import UserLLM
+
+    model = agent.model
+    if not model.top_only:
+        return []
+    ids, mask = torch.as_tensor(agent.text_ids), torch.as_tensor(agent.text_mask)
+    with torch.no_grad():
+        hidden = torch.cat(
+            [
+                model.text_states(ids[a : a + 256], mask[a : a + 256], depth=model.n_layers)
+                for a in range(0, len(ids), 256)
+            ]
+        )
+    rows = []
+    for heads, dim in widths:
+        config = model.config.__class__.from_dict(
+            model.config.to_dict() | {"cross_heads": heads, "cross_head_dim": dim}
+        )
+        variant = copy.copy(agent)
+        variant.model = UserLLM(config, model.user_encoder, model.backbone).eval()
+        variant.model.load_state_dict(
+            {k: v for k, v in model.state_dict().items() if not k.startswith("blocks.")}, strict=False
+        )
+        with torch.no_grad():
+            variant._movies = variant.model.movie_cache(hidden, mask) | {"mask": mask}
+        variant._state = None
+        variant.logged_state()
+        rows.append(
+            {
+                "heads": heads,
+                "head_dim": dim,
+                "inner_width": heads * dim,
+                "trained": (heads, dim) == (model.config.cross_heads, model.config.cross_head_dim),
+                "ratings_per_s_640": ratings_per_second(variant, users, items, 640, 2.0),
+                "mflop_per_rating": flops_per_rating(variant, users[:640], items[:640]) / 1e6,
+            }
+        )
+    return rows
 
 
 def fidelity(rater, test) -> dict:
@@ -190,8 +239,19 @@ def main(args: Args) -> dict:
         env[name] = env_rates(world, steps=150)
 
     flops = {"userllm": flops_per_rating(agent, users[:640], items[:640])}
+    c = agent.model.config
+    tokens = {
+        "userllm": {
+            "user_tokens": c.n_latents,
+            "text_tokens": float(agent.text_mask.sum(axis=1).mean()),
+        }
+    }
     if text is not None:
         flops["text agents"] = flops_per_rating(text, users[:16], items[:16])
+        prompts, _ = text.prompts(users[:200], items[:200])
+        tokens["text agents"] = {"prompt_tokens": float(np.mean([len(p) for p in prompts]))}
+    widths = [tuple(int(x) for x in w.split("x")) for w in args.widths.split(",") if w.strip()]
+    width_rows = width_variants(agent, widths, users, items)
 
     fid = {
         "userllm": fidelity(agent, split.test),
@@ -247,10 +307,14 @@ def main(args: Args) -> dict:
             "train_config": agent.train_config.to_dict(),
             "report": {k: v for k, v in agent.report.items() if k != "curve"},
             "warm_seconds": warm_seconds,
+            "dtype": agent.dtype,
+            "precision": None if agent.precision is None else agent.precision.to_dict(),
         },
         "throughput": throughput,
         "env": env,
         "flops_per_rating": flops,
+        "tokens_per_rating": tokens,
+        "widths": width_rows,
         "fidelity": fid,
         "variants": variants,
     }
@@ -265,6 +329,10 @@ def render(result: dict) -> str:
         f"Agent `{a['path']}`: {a['train_config']['strategy']} strategy, {a['config']['integration']}"
         f" (layers {a['config']['cross_layers']}), anchored on {a['train_config']['anchor']}; building its movie"
         f" and user caches took {a['warm_seconds']:.1f} s.",
+        "",
+        f"It runs in {a.get('dtype', 'float32')}"
+        + (f" (measured on this machine: {a['precision']['reason']})" if a.get("precision") else "")
+        + ".",
         "",
         "## Throughput (ratings/s of predict, median of the rounds)",
         "",
@@ -292,11 +360,51 @@ def render(result: dict) -> str:
     ]
     for name, r in env.items():
         lines.append(f"| {name} | {r['env_steps_per_s']:,.0f} | {r['ratings_per_s']:,.0f} |")
-    lines += ["", "## FLOPs per rating (torch FlopCounterMode)", ""]
+    if "userllm" in env and env["userllm"]["ratings_per_s"] > 0:
+        lines += [
+            "",
+            f"Through the env the agent served {env['userllm']['ratings_per_s']:,.0f} ratings/s, the bias rater"
+            f" {env['bias']['ratings_per_s'] / env['userllm']['ratings_per_s']:,.1f}× that.",
+        ]
+    lines += ["", "## FLOPs and tokens per rating (torch FlopCounterMode)", ""]
     for name, v in fl.items():
         lines.append(f"- {name}: {v / 1e6:,.2f} MFLOP")
     if "text agents" in fl:
         lines.append(f"- The text agents spend {fl['text agents'] / fl['userllm']:,.0f}× the agent's FLOPs per rating.")
+    tk = result.get("tokens_per_rating") or {}
+    if "userllm" in tk:
+        u = tk["userllm"]
+        line = (
+            f"- Tokens: the agent reads {u['user_tokens']} user tokens against the cached queries of the movie's"
+            f" {u['text_tokens']:.1f} description tokens (mean) per rating"
+        )
+        if "text agents" in tk:
+            line += (
+                f"; a text persona agent runs its backbone over {tk['text agents']['prompt_tokens']:.0f} prompt tokens"
+            )
+        lines.append(line + ".")
+    if result.get("widths"):
+        lines += [
+            "",
+            "## Cross-attention width (speed of the cached path; blocks untrained except the agent's own width)",
+            "",
+            "| heads × width | inner width | trained | ratings/s (640) | MFLOP/rating |",
+            "|---|---|---|---|---|",
+        ]
+        for r in result["widths"]:
+            lines.append(
+                f"| {r['heads']} × {r['head_dim']} | {r['inner_width']} | {'yes' if r['trained'] else 'no'} |"
+                f" {r['ratings_per_s_640']:,.0f} | {r['mflop_per_rating']:.2f} |"
+            )
+        wide = max(result["widths"], key=lambda r: r["inner_width"])
+        narrow = min(result["widths"], key=lambda r: r["inner_width"])
+        lines += [
+            "",
+            f"The narrowest block ({narrow['heads']} × {narrow['head_dim']}) rates"
+            f" {narrow['ratings_per_s_640'] / wide['ratings_per_s_640']:.1f}× as fast as the widest"
+            f" ({wide['heads']} × {wide['head_dim']}), at {narrow['mflop_per_rating'] / wide['mflop_per_rating']:.2f}×"
+            " its FLOPs per rating.",
+        ]
     lines += [
         "",
         "## Fidelity on the test part",

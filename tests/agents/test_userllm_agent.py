@@ -4,6 +4,7 @@ artifact round-trips, and a simulation's session follows its own watches only.""
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -191,6 +192,12 @@ def test_trained_agent_saves_reloads_and_refuses(split, encoder, agent):
     dist = agent.predict(users, items)
     np.testing.assert_allclose(loaded.predict(users, items), dist, atol=1e-6)
     np.testing.assert_allclose(dist.sum(axis=1), 1.0)
+    # the movie cache came from the artifact, and equals the one the backbone computes
+    stored = loaded._movies
+    assert stored is not None and set(stored) == {"pooled", "queries", "weights", "mask"}
+    loaded._movies = None
+    for key, value in loaded.movie_states().items():
+        torch.testing.assert_close(stored[key], value, atol=1e-5, rtol=1e-5)
     with pytest.raises(ArtifactError, match="split"):
         UserLLMAgent.load(path, split_id="another")
     with pytest.raises(UnknownUserError, match="user 999999 has no history"):
@@ -221,6 +228,12 @@ def test_interrupted_training_resumes_exactly(split, encoder, agent, tmp_path, m
 
 
 def test_a_session_follows_its_own_watches_only(split, agent):
+    agent = copy.deepcopy(agent)
+    with torch.no_grad():  # gates and head away from their small trained values, so a history change shows
+        for block in agent.model.blocks.values():
+            block.gate.fill_(1.0)
+        torch.manual_seed(0)
+        torch.nn.init.normal_(agent.model.rating_head.weight)
     users = split.test["user_id"].to_numpy()[:20]
     items = split.test["item_id"].to_numpy()[:20]
     before = agent.predict(users, items)
@@ -265,3 +278,49 @@ def test_cli_trains_an_agent_and_scores_it_on_the_test_part(tiny_split_dir, enco
     assert "already holds a finished USER-LLM agent" in capsys.readouterr().err
     assert main([*argv, "--strategy", "projection", "--no-progress"]) == 2
     assert "Did you mean 'proj'" in capsys.readouterr().err
+
+
+def test_a_session_growing_histories_step_by_step_equals_encoding_them_whole(split, agent):
+    agent = copy.deepcopy(agent)
+    with torch.no_grad():
+        for block in agent.model.blocks.values():
+            block.gate.fill_(1.0)
+    session = agent.session()
+    users = np.unique(split.test["user_id"].to_numpy())[:3]
+    items = split.test["item_id"].to_numpy()[:6]
+    asked = np.repeat(users, len(items))
+    movies = np.tile(items, len(users))
+    rows = agent.user_rows(users)
+    rng = np.random.default_rng(0)
+    # enough rounds that every history slides past the encoder's max_len window (re-encoded whole from then on)
+    for step in range(SMALL.max_len + 2):
+        watchers = users[: 1 + step % 3].repeat(1 + step % 2)  # 1-3 users, once or twice each
+        session.observe(watchers, rng.choice(items, len(watchers)), rng.integers(1, 6, len(watchers)))
+        got = session.predict(asked, movies)
+        whole = agent.user_state(agent.tokens_of(session.histories_of(rows)))
+        want = agent.predict_rows(asked, movies, whole, np.repeat(np.arange(len(users)), len(items)))
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert (session.histories_of(rows).lengths == SMALL.max_len).all()
+
+
+def test_precision_is_measured_and_bfloat16_round_trips_exactly(split, agent, tmp_path):
+    agent = copy.deepcopy(agent)
+    users, items = split.test["user_id"].to_numpy(), split.test["item_id"].to_numpy()
+    want = agent.predict(users, items)
+    verdict = agent.choose_precision("auto", requests=64, cache_dir=tmp_path)
+    assert verdict is not None and agent.dtype == verdict.dtype and agent.precision is verdict
+    assert verdict.max_abs_diff is not None and verdict.max_abs_diff < 0.05  # a tiny agent: bfloat16 rounding only
+    agent.to_dtype("bfloat16")
+    assert (
+        next(agent.model.parameters()).dtype == torch.bfloat16
+        and agent.movie_states()["queries"].dtype == torch.bfloat16
+    )
+    low = agent.predict(users, items)
+    levels = np.arange(1, 6)
+    assert np.abs(low @ levels - want @ levels).max() < 0.05 and not np.allclose(low, want, atol=1e-9)
+    agent.to_dtype("float32")
+    np.testing.assert_array_equal(agent.predict(users, items), want)  # the float32 originals restored exactly
+    again = agent.choose_precision("auto", requests=64, cache_dir=tmp_path)  # the cached verdict, not re-measured
+    assert again.to_dict() == verdict.to_dict()
+    with pytest.raises(ConfigError, match="inference dtype"):
+        agent.choose_precision("float16")

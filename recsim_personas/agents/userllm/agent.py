@@ -14,6 +14,8 @@ A directory (``recsim-personas userllm train ... --out DIR``)::
 
     agent.safetensors   the trained weights (without the frozen backbone's own weights, which load from
                         UserLLMConfig.backbone), the movies' token ids and the users' logged histories
+                        (and, for the default single block after the last layer, every movie's cache of the fast
+                        path, so a loaded agent runs no backbone)
     agent.json          configs, item table, user ids, the training report
     prior/              the anchoring prior (a classical rater fitted on the history), when anchored
     manifest.json       written last
@@ -30,9 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsim_personas.agents.precision import PrecisionVerdict
 from recsim_personas.agents.rater import as_requests
 from recsim_personas.agents.userllm.config import UserEncoderConfig, UserLLMConfig, UserLLMTrainConfig
 from recsim_personas.agents.userllm.events import Histories, ItemTable
+from recsim_personas.agents.userllm.incremental import EncodedHistory
 from recsim_personas.agents.userllm.model import UserLLM
 from recsim_personas.artifacts import ArtifactKind, check_input, read_manifest, verify_files
 from recsim_personas.errors import ArtifactError, UnknownUserError
@@ -41,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 USERLLM = ArtifactKind(
     format="recsim-personas/userllm-agent",
-    version=1,
+    version=2,
     what="USER-LLM agent",
     fix="train one with `recsim-personas userllm train --split DIR --encoder DIR --out DIR`",
 )
@@ -52,6 +56,8 @@ WATCH_GAP_BUCKET = 2
 """Time-gap bucket given to a watch reported by a simulation (a gap under ten minutes: the previous movie of the
 same sitting); the simulation's reports carry no clock."""
 _BATCH = 2048
+MOVIE_CACHE = ("pooled", "queries", "weights")
+"""The per-movie tensors of the fast path (:meth:`UserLLM.movie_cache`), stored in the artifact."""
 
 
 def frozen_key(name: str, strategy: str) -> bool:
@@ -97,6 +103,90 @@ class UserLLMAgent:
         self._user_row = {int(u): r for r, u in enumerate(histories.user_ids.tolist())}
         self._movies: dict[str, torch.Tensor] | None = None
         self._state: dict[str, torch.Tensor] | None = None
+        self.dtype = "float32"
+        self.precision: PrecisionVerdict | None = None
+        self._float32: dict[str, Any] | None = None  # the float32 weights and caches while running in another dtype
+
+    # ------------------------------------------------------------------------------------- precision
+    def to_dtype(self, dtype: str) -> None:
+        """Run in ``dtype`` (``"float32"`` or ``"bfloat16"``): the weights and the movie and user caches converted.
+        Going back to float32 restores the float32 originals exactly. Sessions opened before keep their dtype."""
+        from recsim_personas.agents.backbone_config import torch_dtype
+
+        if dtype == self.dtype:
+            return
+        if dtype == "float32":
+            if self._float32 is None:
+                raise RuntimeError(f"the agent runs in {self.dtype} without its float32 originals")
+            self.model.to(torch.float32)
+            self.model.load_state_dict(self._float32["weights"])  # exact: never widened from bfloat16
+            self._movies, self._state = self._float32["movies"], self._float32["state"]
+            self._float32 = None
+        else:
+            target = torch_dtype(dtype)
+            if self._float32 is None:
+                weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self._float32 = {"weights": weights, "movies": self.movie_states(), "state": self.logged_state()}
+            self.model.to(target)
+            movies, state = self._float32["movies"], self._float32["state"]
+            self._movies = {k: v if k == "mask" else v.to(target) for k, v in movies.items()}
+            self._state = {k: v.to(target) for k, v in state.items()}
+        self.dtype = dtype
+
+    def choose_precision(
+        self,
+        dtype: str = "auto",
+        *,
+        requests: int = 640,
+        cache_dir: str | os.PathLike[str] | None = None,
+        refresh: bool = False,
+    ) -> PrecisionVerdict | None:
+        """Run in ``dtype``; ``"auto"`` measures (:func:`~recsim_personas.agents.precision.measure_precision`):
+        a seeded batch of ``requests`` (user, movie) pairs rated in float32 and in bfloat16, bfloat16 kept only
+        when faster and its expected ratings within the tolerance. The verdict is cached per machine and
+        workload (the architecture and the trained weights' digest) and kept in :attr:`precision`."""
+        from recsim_personas.agents.precision import INFERENCE_DTYPES, measure_precision
+        from recsim_personas.errors import unknown_choice
+
+        if dtype not in INFERENCE_DTYPES:
+            raise unknown_choice("inference dtype", str(dtype), INFERENCE_DTYPES)
+        if dtype != "auto":
+            self.to_dtype(dtype)
+            return None
+        rng = np.random.default_rng(0)
+        users = self.histories.user_ids[rng.integers(0, len(self.histories.user_ids), requests)]
+        items = self.items.item_ids[rng.integers(0, len(self.items.item_ids), requests)]
+        levels = np.arange(1.0, 6.0)
+
+        def probe(d: str) -> np.ndarray:
+            self.to_dtype(d)
+            return self.predict(users, items) @ levels
+
+        c = self.model.config
+        key = (
+            f"userllm:{c.backbone}:{c.integration}:{list(c.cross_layers)}:{c.cross_heads}x{c.cross_head_dim}"
+            f":latents={c.n_latents}:requests={requests}:weights={self.digest[:16]}"
+        )
+        try:
+            verdict = measure_precision(probe, key=key, cache_dir=cache_dir, refresh=refresh)
+        except BaseException:
+            self.to_dtype("float32")
+            raise
+        self.to_dtype(verdict.dtype)
+        self.precision = verdict
+        logger.info("%s: runs in %s (dtype='auto': %s)", self.name, self.dtype, verdict.reason)
+        return verdict
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the trained weights file when read from a directory, else of the architecture."""
+        import hashlib
+
+        if self.path is not None:
+            files = read_manifest(self.path, USERLLM).get("files") or {}
+            if isinstance(files, dict) and WEIGHTS_FILE in files:
+                return str(files[WEIGHTS_FILE])
+        return hashlib.sha256(json.dumps(self.model.config.to_dict(), sort_keys=True).encode()).hexdigest()
 
     # ---------------------------------------------------------------------------------------- caches
     @torch.no_grad()
@@ -165,7 +255,7 @@ class UserLLMAgent:
             i = torch.as_tensor(item_rows[start : start + _BATCH])
             if self.model.top_only:
                 logits = self.model.top_logits(
-                    {k: movies[k][i] for k in ("pooled", "queries", "weights")}, {k: v[u] for k, v in users.items()}
+                    {k: movies[k][i] for k in MOVIE_CACHE}, {k: v[u] for k, v in users.items()}
                 )
             else:
                 logits = self.model.forward_from(movies["hidden"][i], movies["mask"][i], users["tokens"][u])
@@ -214,6 +304,8 @@ class UserLLMAgent:
             "hist_gaps": torch.as_tensor(h.gaps),
             "hist_lengths": torch.as_tensor(h.lengths),
         }
+        if self.model.top_only:  # the per-movie cache: loading the agent then runs no backbone at all
+            arrays.update({f"movie.{k}": v for k, v in self.movie_states().items() if k in MOVIE_CACHE})
         with atomic_dir(out) as tmp:
             save_tensors(tmp / WEIGHTS_FILE, arrays)
             files = [WEIGHTS_FILE, BODY_FILE]
@@ -241,8 +333,9 @@ class UserLLMAgent:
         return out
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, split_id: str | None = None) -> UserLLMAgent:
-        """Read an agent directory (checking its files and, given ``split_id``, the split).
+    def load(cls, path: str | os.PathLike[str], *, split_id: str | None = None, dtype: str = "auto") -> UserLLMAgent:
+        """Read an agent directory (checking its files and, given ``split_id``, the split), to run in ``dtype``
+        (``"auto"``: measured on this machine, :meth:`choose_precision`).
 
         Raises:
             ArtifactError: not a USER-LLM agent, damaged or altered files, another split, weights that do not fit.
@@ -294,20 +387,32 @@ class UserLLMAgent:
             manifest["split_id"],
             body.get("report"),
         )
+        if model.top_only and all(f"movie.{k}" in arrays for k in MOVIE_CACHE):
+            agent._movies = {k: arrays[f"movie.{k}"] for k in MOVIE_CACHE} | {"mask": torch.as_tensor(agent.text_mask)}
         agent.path = path
+        agent.choose_precision(dtype)
         return agent
 
 
 class UserLLMSession:
     """One simulation's view of a :class:`UserLLMAgent`: the users' histories grow with the watches the simulation
     reports, and only those users' tokens are recomputed — when they are next asked about (the shared agent is
-    never modified)."""
+    never modified).
+
+    A user's encoded history is kept once computed, so a later watch costs one appended event per encoder layer
+    (:class:`~recsim_personas.agents.userllm.incremental.IncrementalEncoder`), not the whole history; a history
+    that outgrows the encoder's ``max_len`` window is encoded again from its latest window.
+    """
 
     def __init__(self, agent: UserLLMAgent) -> None:
+        from recsim_personas.agents.userllm.incremental import IncrementalEncoder
+
         self.agent = agent
         self._state: dict[str, torch.Tensor] | None = None
         self._extra: dict[int, list[tuple[int, int]]] = {}  # user row -> [(item row, rating)] watched here
         self._dirty: set[int] = set()  # user rows whose tokens are behind their history
+        self._encoded: dict[int, EncodedHistory] = {}  # user rows -> their encoded current history
+        self._incremental = IncrementalEncoder(agent.model.user_encoder)
 
     def _current(self) -> dict[str, torch.Tensor]:
         if self._state is None:  # copied on first use: the agent's own state is shared by every session
@@ -320,17 +425,39 @@ class UserLLMSession:
         self._refresh(rows)
         return self.agent.predict_rows(users, items, self._current(), rows)
 
+    @torch.no_grad()
     def _refresh(self, rows: np.ndarray) -> None:
         """Recompute the tokens of the requested users whose history grew since (lazily: a user who watched and
         left is recomputed only when it is asked about again)."""
-        stale = np.asarray(sorted(self._dirty.intersection(np.unique(rows).tolist())), dtype=np.int64)
-        if not stale.size:
+        from recsim_personas.agents.userllm.pretrain import as_tensors
+
+        stale = sorted(self._dirty.intersection(np.unique(rows).tolist()))
+        if not stale:
             return
+        base = self.agent.histories
+        max_len = self._incremental.max_len
+        grow = [r for r in stale if r in self._encoded and int(base.lengths[r]) + len(self._extra[r]) <= max_len]
+        whole = np.asarray(sorted(set(stale) - set(grow)), dtype=np.int64)
+        if whole.size:
+            encoded = self._incremental.encode(*as_tensors(self.histories_of(whole)))
+            self._encoded.update(zip(whole.tolist(), encoded, strict=True))
+        # the events each growing history has not encoded yet, appended one round per event
+        pending = {r: self._extra[r][len(self._encoded[r]) - int(base.lengths[r]) :] for r in grow}
+        for step in range(max((len(p) for p in pending.values()), default=0)):
+            batch = [r for r in grow if len(pending[r]) > step]
+            events = torch.as_tensor([pending[r][step] for r in batch], dtype=torch.long)
+            self._incremental.append(
+                [self._encoded[r] for r in batch],
+                events[:, 0],
+                events[:, 1],
+                torch.full_like(events[:, 0], WATCH_GAP_BUCKET),
+            )
+        model = self.agent.model
+        tokens = model.tokens_from_events(*self._incremental.padded([self._encoded[r] for r in stale]))
         state = self._current()
-        fresh = self.agent.user_state(self.agent.tokens_of(self.histories_of(stale)))
-        for key, value in fresh.items():
+        for key, value in self.agent.user_state(tokens).items():
             state[key][torch.as_tensor(stale)] = value
-        self._dirty.difference_update(stale.tolist())
+        self._dirty.difference_update(stale)
 
     def observe(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
         users, items = as_requests(users, items)

@@ -174,6 +174,11 @@ class UserLLMConfig:
         cross_layers: after how many backbone layers each cross-attention block sits (0 = on the embeddings,
             the backbone's layer count = after its last layer). Everything below the lowest block depends only on
             the movie and is computed once per movie.
+        cross_heads: attention heads of each cross-attention block.
+        cross_head_dim: width of each of those heads. The blocks' inner width ``cross_heads × cross_head_dim`` may
+            be narrower than the backbone's (MiniLM: 12 × 32 = 384): the per-rating cost of the cached path grows
+            with it (the default 4 × 16 rated about 9× faster than 12 × 32 per 640-request batch in
+            ``benchmarks/userllm_agents.py``).
         dense: a gated feed-forward layer after each cross-attention (Flamingo's "xattn-dense").
         max_text_tokens: token budget of a movie's description.
         n_latents: user tokens (the Perceiver resampler's latents).
@@ -183,6 +188,8 @@ class UserLLMConfig:
     backbone: str = "minilm"
     integration: str = "cross_attention"
     cross_layers: tuple[int, ...] = (6,)
+    cross_heads: int = 4
+    cross_head_dim: int = 16
     dense: bool = False
     max_text_tokens: int = 96
     n_latents: int = 16
@@ -203,7 +210,7 @@ class UserLLMConfig:
         if len(set(layers)) != len(layers):
             raise ConfigError(f"UserLLMConfig.cross_layers lists a layer twice: {self.cross_layers!r}.")
         object.__setattr__(self, "cross_layers", tuple(sorted(layers)))
-        for name in ("max_text_tokens", "n_latents", "resampler_layers"):
+        for name in ("cross_heads", "cross_head_dim", "max_text_tokens", "n_latents", "resampler_layers"):
             _check_int("UserLLMConfig", name, getattr(self, name), 1)
         if not isinstance(self.dense, bool):
             raise ConfigError(f"UserLLMConfig.dense must be true or false, got {self.dense!r}.")

@@ -74,6 +74,23 @@ class UserEncoder(nn.Module):
         _, length = items.shape
         positions = torch.arange(length, device=items.device)
         valid = positions[None, :] < lengths[:, None]
+        x = self.dropout(self.embed(items, ratings, gaps, positions[None], valid))
+        causal = nn.Transformer.generate_square_subsequent_mask(length, device=items.device, dtype=torch.bool)
+        # a padded query still sees position 0 (a real event), so no attention row is fully masked
+        x = self.transformer(x, mask=causal, src_key_padding_mask=~valid, is_causal=True)
+        return self.norm(x), valid
+
+    def embed(
+        self,
+        items: torch.Tensor,
+        ratings: torch.Tensor,
+        gaps: torch.Tensor,
+        positions: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """The fused input vectors of events (before dropout): the five field embeddings concatenated and
+        projected, plus the position embedding. Long ``items``/``ratings``/``gaps``/``positions`` and bool ``valid``
+        of one shape (broadcastable) → float (..., d); events where ``valid`` is False read the padding rows."""
         rows = torch.where(valid, items, torch.full_like(items, self.n_items))
         fields = torch.cat(
             [
@@ -85,11 +102,7 @@ class UserEncoder(nn.Module):
             ],
             dim=-1,
         )
-        x = self.dropout(self.fuse(fields) + self.position(positions)[None])
-        causal = nn.Transformer.generate_square_subsequent_mask(length, device=items.device, dtype=torch.bool)
-        # a padded query still sees position 0 (a real event), so no attention row is fully masked
-        x = self.transformer(x, mask=causal, src_key_padding_mask=~valid, is_causal=True)
-        return self.norm(x), valid
+        return self.fuse(fields) + self.position(positions)
 
 
 class NextEventHeads(nn.Module):

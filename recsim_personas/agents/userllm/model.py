@@ -33,19 +33,31 @@ from recsim_personas.errors import ConfigError
 
 
 class GatedCrossAttention(nn.Module):
-    """``x ← x + tanh(g) · MHA(LN(x), U, U)`` (and, with ``dense``, ``x ← x + tanh(g') · FFN(LN(x))``); gates
+    """``x ← x + tanh(g) · Attn(LN(x), U)`` (and, with ``dense``, ``x ← x + tanh(g') · FFN(LN(x))``); gates
     initialised at 0.
+
+    The attention has its own inner width ``n_heads × head_dim``, which may be narrower than the backbone's hidden
+    size: queries, keys and values are projected from width ``hidden`` down to it and the output back up. (PyTorch's
+    ``nn.MultiheadAttention`` ties its inner width to the embedding width, hence the four projections here; the
+    attention itself is ``scaled_dot_product_attention``.) The per-rating cost of the cached fast path is
+    proportional to the inner width.
 
     Args:
         hidden: width of the backbone's hidden states and of the user tokens.
         n_heads: attention heads.
+        head_dim: width of each head.
         dense: add the gated feed-forward layer.
     """
 
-    def __init__(self, hidden: int, n_heads: int, dense: bool = False) -> None:
+    def __init__(self, hidden: int, n_heads: int, head_dim: int, dense: bool = False) -> None:
         super().__init__()
+        inner = n_heads * head_dim
+        self.n_heads, self.head_dim = n_heads, head_dim
         self.norm = nn.LayerNorm(hidden)
-        self.attention = nn.MultiheadAttention(hidden, n_heads, batch_first=True)
+        self.query = nn.Linear(hidden, inner)
+        self.key = nn.Linear(hidden, inner)
+        self.value = nn.Linear(hidden, inner)
+        self.out = nn.Linear(inner, hidden)
         self.gate = nn.Parameter(torch.zeros(1))
         self.dense = dense
         if dense:
@@ -53,10 +65,18 @@ class GatedCrossAttention(nn.Module):
             self.ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
             self.ffn_gate = nn.Parameter(torch.zeros(1))
 
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """float (n, L, H·dh) → (n, H, L, dh)."""
+        n, length, _ = x.shape
+        return x.view(n, length, self.n_heads, self.head_dim).transpose(1, 2)
+
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """``x`` float (n, T, h), ``tokens`` float (n, K, h) → float (n, T, h)."""
-        attended, _ = self.attention(self.norm(x), tokens, tokens, need_weights=False)
-        x = x + torch.tanh(self.gate) * attended
+        q = self.heads(self.query(self.norm(x)))
+        k, v = self.heads(self.key(tokens)), self.heads(self.value(tokens))
+        attended = nn.functional.scaled_dot_product_attention(q, k, v)  # (n, H, T, dh)
+        attended = attended.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+        x = x + torch.tanh(self.gate) * self.out(attended)
         if self.dense:
             x = x + torch.tanh(self.ffn_gate) * self.ffn(self.ffn_norm(x))
         return x
@@ -103,7 +123,10 @@ class UserLLM(nn.Module):
         self.projection = nn.Sequential(nn.Linear(d, self.hidden), nn.LayerNorm(self.hidden))
         layers = config.cross_layers if config.integration == "cross_attention" else ()
         self.blocks = nn.ModuleDict(
-            {str(k): GatedCrossAttention(self.hidden, self.n_heads, config.dense) for k in layers}
+            {
+                str(k): GatedCrossAttention(self.hidden, config.cross_heads, config.cross_head_dim, config.dense)
+                for k in layers
+            }
         )
         self.rating_head = nn.Linear(self.hidden, 5)
         nn.init.zeros_(self.rating_head.weight)
@@ -114,7 +137,10 @@ class UserLLM(nn.Module):
         self, items: torch.Tensor, ratings: torch.Tensor, gaps: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
         """Histories (as :meth:`UserEncoder.forward` takes them) → projected user tokens, float (B, K, h)."""
-        events, valid = self.user_encoder(items, ratings, gaps, lengths)
+        return self.tokens_from_events(*self.user_encoder(items, ratings, gaps, lengths))
+
+    def tokens_from_events(self, events: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The user encoder's outputs float (B, L, d) and bool (B, L) → projected user tokens, float (B, K, h)."""
         return self.projection(self.resampler(events, valid))
 
     # ----------------------------------------------------------------------------------------- text side
@@ -197,30 +223,21 @@ class UserLLM(nn.Module):
         """Per-movie tensors of :meth:`top_logits` from the final hidden states (``text_states`` at full depth).
 
         Returns:
-            ``{"pooled": (m, h), "queries": (m, H, T, h/H), "weights": (m, T)}`` — the mean text state, the
+            ``{"pooled": (m, h), "queries": (m, H, T, dh), "weights": (m, T)}`` — the mean text state, the
             block's attention queries of each token, and each token's share of the mean (0 on padding).
         """
         block = self.blocks[str(self.n_layers)]
         w = attention_mask.to(hidden.dtype)
         w = w / w.sum(dim=1, keepdim=True).clamp_min(1.0)
         pooled = (hidden * w.unsqueeze(-1)).sum(dim=1)
-        wq, _, _ = block.attention.in_proj_weight.chunk(3)
-        bq, _, _ = block.attention.in_proj_bias.chunk(3)
-        q = nn.functional.linear(block.norm(hidden), wq, bq)
-        m, t, _ = q.shape
-        queries = q.view(m, t, self.n_heads, self.hidden // self.n_heads).transpose(1, 2)
+        queries = block.heads(block.query(block.norm(hidden)))
         return {"pooled": pooled, "queries": queries.contiguous(), "weights": w}
 
     def user_cache(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-user keys and values of the top block from user tokens float (B, K, h): ``{"keys", "values"}``,
-        each (B, H, K, h/H)."""
+        each (B, H, K, dh)."""
         block = self.blocks[str(self.n_layers)]
-        _, wk, wv = block.attention.in_proj_weight.chunk(3)
-        _, bk, bv = block.attention.in_proj_bias.chunk(3)
-        b, k, _ = tokens.shape
-        shape = (b, k, self.n_heads, self.hidden // self.n_heads)
-        keys = nn.functional.linear(tokens, wk, bk).view(shape).transpose(1, 2)
-        values = nn.functional.linear(tokens, wv, bv).view(shape).transpose(1, 2)
+        keys, values = block.heads(block.key(tokens)), block.heads(block.value(tokens))
         return {"keys": keys.contiguous(), "values": values.contiguous()}
 
     def top_logits(self, movie: dict[str, torch.Tensor], user: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -237,5 +254,5 @@ class UserLLM(nn.Module):
         # the token-weighted mean of softmax(scores) · V is (the token-weighted mean of softmax(scores)) · V
         shares = torch.matmul(movie["weights"][:, None, None, :], torch.softmax(scores, dim=-1))  # (n, H, 1, K)
         mean = torch.matmul(shares, v).reshape(q.shape[0], -1)  # (n, H·dh)
-        out = block.attention.out_proj(mean)
+        out = block.out(mean)
         return self.rating_head(movie["pooled"] + torch.tanh(block.gate) * out)

@@ -291,8 +291,16 @@ def train_userllm(
 
     if not state["curve"]:
         state["initial_valid_nll"] = validation_nll()
+    n_chunks = len(train_chunks.rows)
+    if train.max_chunks_per_epoch is not None:
+        n_chunks = min(n_chunks, train.max_chunks_per_epoch)
+    steps = math.ceil(n_chunks / train.batch_size)  # per epoch
     bar = tqdm(
-        total=train.epochs, initial=state["epoch"], desc=f"train USER-LLM ({train.strategy})", disable=not progress
+        total=train.epochs * steps,
+        initial=state["epoch"] * steps,
+        desc=f"train USER-LLM ({train.strategy})",
+        unit="step",
+        disable=not progress,
     )
     while state["epoch"] < train.epochs and state["since"] < train.patience:
         epoch = state["epoch"]
@@ -312,6 +320,8 @@ def train_userllm(
                 optimizer.step()
                 total += float(loss.detach()) * len(labels)
                 n += len(labels)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, train_nll=f"{total / n:.4f}", refresh=False)
         nll = validation_nll()
         state["epoch"] = epoch + 1
         state["curve"].append({"epoch": epoch + 1, "train_nll": total / max(n, 1), "valid_nll": nll})
@@ -321,8 +331,7 @@ def train_userllm(
         else:
             state["since"] += 1
         save_epoch(ckpt, trainable(), best, optimizer, state)
-        bar.update(1)
-        bar.set_postfix(valid_nll=f"{nll:.4f}")
+        bar.set_postfix(epoch=epoch + 1, valid_nll=f"{nll:.4f}")
     bar.close()
 
     model.load_state_dict(best, strict=False)
@@ -340,6 +349,9 @@ def train_userllm(
         "seconds": time.perf_counter() - started,
     }
     agent = UserLLMAgent(model, items, text_ids, text_mask, logged, prior, train, spec["split_id"], report)
+    if batches.states is not None and model.top_only:  # the final states are at hand: the movie cache from them
+        with torch.no_grad():
+            agent._movies = model.movie_cache(batches.states, batches.text_mask) | {"mask": batches.text_mask}
     for name in (CHECKPOINT_DIR, SPEC_FILE):
         target = out / name
         if target.is_dir():
