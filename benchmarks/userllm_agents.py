@@ -287,7 +287,7 @@ def main(args: Args) -> dict:
                 "name": name,
                 "strategy": strategy,
                 "integration": config.integration,
-                "cross_layers": list(config.cross_layers),
+                "cross_layers": list(variant.model.cross_layers),
                 "anchor": anchor,
                 "train_seconds": variant.report.get("seconds", seconds),
                 "trainable_parameters": variant.report.get("trainable_parameters"),
@@ -308,6 +308,7 @@ def main(args: Args) -> dict:
             "report": {k: v for k, v in agent.report.items() if k != "curve"},
             "warm_seconds": warm_seconds,
             "dtype": agent.dtype,
+            "cross_layers": list(agent.model.cross_layers),
             "precision": None if agent.precision is None else agent.precision.to_dict(),
         },
         "throughput": throughput,
@@ -327,7 +328,7 @@ def render(result: dict) -> str:
         "# USER-LLM agents (ML-100K protocol split)",
         "",
         f"Agent `{a['path']}`: {a['train_config']['strategy']} strategy, {a['config']['integration']}"
-        f" (layers {a['config']['cross_layers']}), anchored on {a['train_config']['anchor']}; building its movie"
+        f" (layers {a['cross_layers']}), anchored on {a['train_config']['anchor']}; building its movie"
         f" and user caches took {a['warm_seconds']:.1f} s.",
         "",
         f"It runs in {a.get('dtype', 'float32')}"

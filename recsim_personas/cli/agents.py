@@ -253,9 +253,7 @@ def _score_userllm(
     if len(args.agents) > 1:  # several artifacts may share a label: name the directory
         agent.name += f" [{Path(directory).name}]"
     config = agent.model.config
-    where = (
-        f" after layers {', '.join(map(str, config.cross_layers))}" if config.integration == "cross_attention" else ""
-    )
+    where = f" after layers {', '.join(map(str, agent.model.cross_layers))}" if agent.model.cross_layers else ""
     note = f"{directory}: USER-LLM agent, {config.integration}{where}, strategy {agent.train_config.strategy}."
     entry = score_entry(
         agent,

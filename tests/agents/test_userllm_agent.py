@@ -187,6 +187,12 @@ def test_trained_agent_saves_reloads_and_refuses(split, encoder, agent):
     assert report["epochs_run"] == 2 and len(report["curve"]) == 2 and report["train_ratings"] > 0
     path = agent.path
     assert sorted(p.name for p in path.iterdir()) == ["agent.json", "agent.safetensors", "manifest.json", "prior"]
+    from safetensors import safe_open
+
+    with safe_open(str(path / "agent.safetensors"), "pt") as f:
+        names = f.keys()
+    stored = {k.removeprefix("model.").split(".")[0] for k in names if k.startswith("model.")}
+    assert stored == {"user_encoder", "resampler", "projection", "blocks", "rating_head"}  # no backbone weight
     loaded = UserLLMAgent.load(path, split_id=split.manifest["split_id"])
     users, items = split.test["user_id"].to_numpy(), split.test["item_id"].to_numpy()
     dist = agent.predict(users, items)
@@ -324,3 +330,20 @@ def test_precision_is_measured_and_bfloat16_round_trips_exactly(split, agent, tm
     assert again.to_dict() == verdict.to_dict()
     with pytest.raises(ConfigError, match="inference dtype"):
         agent.choose_precision("float16")
+
+
+def test_expected_rating_error_on_known_answers_and_the_mse_term_trains(split, encoder, tmp_path):
+    from recsim_personas.agents.userllm.train import expected_error
+
+    logits = torch.log(torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]]) + 1e-12)
+    # expected ratings 3.5 and 1.0 against 5 and 2
+    torch.testing.assert_close(
+        expected_error(logits, torch.tensor([4, 1])), torch.tensor([2.25, 1.0]), atol=1e-6, rtol=0
+    )
+    with pytest.raises(ConfigError, match="rating_mse_weight"):
+        UserLLMTrainConfig(rating_mse_weight=-1.0)
+    train = UserLLMTrainConfig(**{**FAST.to_dict(), "strategy": "proj", "epochs": 1, "rating_mse_weight": 1.0})
+    agent = train_userllm(split, encoder, tmp_path / "agent", train=train, progress=False)
+    (epoch,) = agent.report["curve"]
+    assert epoch["valid_rmse"] > 0 and epoch["train_loss"] > 0
+    assert agent.train_config.rating_mse_weight == 1.0

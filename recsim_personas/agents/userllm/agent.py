@@ -37,7 +37,7 @@ from recsim_personas.agents.rater import as_requests
 from recsim_personas.agents.userllm.config import UserEncoderConfig, UserLLMConfig, UserLLMTrainConfig
 from recsim_personas.agents.userllm.events import Histories, ItemTable
 from recsim_personas.agents.userllm.incremental import EncodedHistory
-from recsim_personas.agents.userllm.model import UserLLM
+from recsim_personas.agents.userllm.model import UserLLM, load_backbone
 from recsim_personas.artifacts import ArtifactKind, check_input, read_manifest, verify_files
 from recsim_personas.errors import ArtifactError, UnknownUserError
 
@@ -164,7 +164,7 @@ class UserLLMAgent:
 
         c = self.model.config
         key = (
-            f"userllm:{c.backbone}:{c.integration}:{list(c.cross_layers)}:{c.cross_heads}x{c.cross_head_dim}"
+            f"userllm:{c.backbone}:{c.integration}:{list(self.model.cross_layers)}:{c.cross_heads}x{c.cross_head_dim}"
             f":latents={c.n_latents}:requests={requests}:weights={self.digest[:16]}"
         )
         try:
@@ -200,7 +200,7 @@ class UserLLMAgent:
             for start in range(0, len(ids), 256):
                 sl = slice(start, start + 256)
                 if self.model.config.integration == "soft_prompt":
-                    out = {"hidden": self.model.backbone.embeddings(input_ids=ids[sl])}
+                    out = {"hidden": self.model.embed(ids[sl])}
                 elif self.model.top_only:
                     hidden = self.model.text_states(ids[sl], mask[sl], depth=self.model.n_layers)
                     out = self.model.movie_cache(hidden, mask[sl])
@@ -342,7 +342,6 @@ class UserLLMAgent:
         """
         from safetensors.torch import load_file
 
-        from recsim_personas.agents.model_loading import load_encoder
         from recsim_personas.agents.prior import AnchorPrior
         from recsim_personas.agents.userllm.encoder import UserEncoder
         from recsim_personas.agents.userllm.train import prepare_backbone
@@ -356,7 +355,7 @@ class UserLLMAgent:
         items = ItemTable.from_dict(body)
         config = UserLLMConfig.from_dict(body["config"])
         train_config = UserLLMTrainConfig.from_dict(body["train_config"])
-        backbone, _ = load_encoder(config.backbone)
+        backbone, _ = load_backbone(config)
         model = UserLLM(config, UserEncoder(UserEncoderConfig.from_dict(body["encoder_config"]), items), backbone)
         prepare_backbone(model, train_config)
         arrays = load_file(str(path / WEIGHTS_FILE))

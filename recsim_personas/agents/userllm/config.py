@@ -111,6 +111,8 @@ class PretrainConfig:
     Attributes:
         epochs: passes over the histories.
         batch_size: histories per step.
+        rating_mse_weight: weight of the squared error of the expected rating, added to the cross-entropy (0:
+            the cross-entropy alone); the epoch kept is the one with the lowest validation value of this loss.
         lr: AdamW learning rate (linear warm-up over the first ``warmup_steps``, then constant).
         weight_decay: AdamW weight decay.
         warmup_steps: warm-up steps.
@@ -156,6 +158,7 @@ class PretrainConfig:
 
 
 INTEGRATIONS: tuple[str, ...] = ("cross_attention", "soft_prompt")
+BACKBONE_KINDS: tuple[str, ...] = ("encoder", "causal")
 STRATEGIES: tuple[str, ...] = ("full", "enc", "lora", "proj")
 ANCHORS: tuple[str, ...] = ("none", "bias", "mf", "knn", "blend")
 
@@ -166,14 +169,17 @@ class UserLLMConfig:
 
     Attributes:
         backbone: the text backbone: ``"minilm"`` (MiniLM-L6, offline; the default) or any BERT-family encoder
-            (a local directory or Hugging Face id).
+            (a local directory or Hugging Face id); with ``backbone_kind="causal"``, ``"smollm2"``
+            (SmolLM2-135M-Instruct, offline) or any decoder-only LM with rotary positions (Llama, Qwen2, ...).
+        backbone_kind: ``"encoder"`` or ``"causal"`` (the family of ``backbone``).
         integration: ``"cross_attention"`` — gated cross-attention blocks after the backbone layers named by
             ``cross_layers`` (queries: the backbone's hidden states; keys/values: the user tokens; a tanh gate
             initialised at 0, so training starts from the backbone) — or ``"soft_prompt"`` — the user tokens
             prepended to the text's input embeddings.
         cross_layers: after how many backbone layers each cross-attention block sits (0 = on the embeddings,
-            the backbone's layer count = after its last layer). Everything below the lowest block depends only on
-            the movie and is computed once per movie.
+            the backbone's layer count = after its last layer; ``None``, the default: one block after the last
+            layer, whatever the backbone). Everything below the lowest block depends only on the movie and is
+            computed once per movie.
         cross_heads: attention heads of each cross-attention block.
         cross_head_dim: width of each of those heads. The blocks' inner width ``cross_heads × cross_head_dim`` may
             be narrower than the backbone's (MiniLM: 12 × 32 = 384): the per-rating cost of the cached path grows
@@ -186,8 +192,9 @@ class UserLLMConfig:
     """
 
     backbone: str = "minilm"
+    backbone_kind: str = "encoder"
     integration: str = "cross_attention"
-    cross_layers: tuple[int, ...] = (6,)
+    cross_layers: tuple[int, ...] | None = None
     cross_heads: int = 4
     cross_head_dim: int = 16
     dense: bool = False
@@ -200,16 +207,24 @@ class UserLLMConfig:
 
         if self.integration not in INTEGRATIONS:
             raise unknown_choice("UserLLMConfig.integration", str(self.integration), INTEGRATIONS)
-        layers = tuple(self.cross_layers)
-        if self.integration == "cross_attention" and (
-            not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers)
-        ):
+        if self.backbone_kind not in BACKBONE_KINDS:
+            raise unknown_choice("UserLLMConfig.backbone_kind", str(self.backbone_kind), BACKBONE_KINDS)
+        if self.backbone_kind == "causal" and str(self.backbone).strip().lower() == "minilm":
             raise ConfigError(
-                f"UserLLMConfig.cross_layers must be one or more layer counts >= 0, got {self.cross_layers!r}."
+                "UserLLMConfig.backbone 'minilm' is an encoder, not a causal LM. Fix: pass backbone 'smollm2' (or a"
+                " causal LM's id) with backbone_kind 'causal', or backbone_kind 'encoder'."
             )
-        if len(set(layers)) != len(layers):
-            raise ConfigError(f"UserLLMConfig.cross_layers lists a layer twice: {self.cross_layers!r}.")
-        object.__setattr__(self, "cross_layers", tuple(sorted(layers)))
+        if self.cross_layers is not None:
+            layers = tuple(self.cross_layers)
+            if self.integration == "cross_attention" and (
+                not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers)
+            ):
+                raise ConfigError(
+                    f"UserLLMConfig.cross_layers must be one or more layer counts >= 0, got {self.cross_layers!r}."
+                )
+            if len(set(layers)) != len(layers):
+                raise ConfigError(f"UserLLMConfig.cross_layers lists a layer twice: {self.cross_layers!r}.")
+            object.__setattr__(self, "cross_layers", tuple(sorted(layers)))
         for name in ("cross_heads", "cross_head_dim", "max_text_tokens", "n_latents", "resampler_layers"):
             _check_int("UserLLMConfig", name, getattr(self, name), 1)
         if not isinstance(self.dense, bool):
@@ -217,13 +232,13 @@ class UserLLMConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["cross_layers"] = list(self.cross_layers)
+        d["cross_layers"] = None if self.cross_layers is None else list(self.cross_layers)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UserLLMConfig:
         d = dict(d)
-        if "cross_layers" in d:
+        if d.get("cross_layers") is not None:
             d["cross_layers"] = tuple(d["cross_layers"])
         return config_from_dict(cls, d, "UserLLMConfig field")
 
@@ -250,6 +265,8 @@ class UserLLMTrainConfig:
             the strategies that run the backbone per rating (``full``, ``lora``, the soft prompt).
         targets_per_cut: ratings per chunk.
         min_prefix: events a user must have before its first chunk.
+        rating_mse_weight: weight of the squared error of the expected rating, added to the cross-entropy (0:
+            the cross-entropy alone); the epoch kept is the one with the lowest validation value of this loss.
         lr: AdamW learning rate (backbone parameters, for ``full`` and ``lora``, at a tenth of it).
         weight_decay: AdamW weight decay.
         lora_r: LoRA rank (``lora``).
@@ -267,6 +284,7 @@ class UserLLMTrainConfig:
     max_chunks_per_epoch: int | None = None
     targets_per_cut: int = 16
     min_prefix: int = 5
+    rating_mse_weight: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 0.01
     lora_r: int = 8
@@ -289,6 +307,7 @@ class UserLLMTrainConfig:
         if self.max_chunks_per_epoch is not None:
             _check_int("UserLLMTrainConfig", "max_chunks_per_epoch", self.max_chunks_per_epoch, 1)
         _check_real("UserLLMTrainConfig", "lr", self.lr, 0.0, 1.0, open_low=True)
+        _check_real("UserLLMTrainConfig", "rating_mse_weight", self.rating_mse_weight, 0.0, 100.0)
         _check_real("UserLLMTrainConfig", "weight_decay", self.weight_decay, 0.0, 1.0)
         _check_real("UserLLMTrainConfig", "validation_share", self.validation_share, 0.0, 0.5)
 

@@ -82,6 +82,36 @@ class GatedCrossAttention(nn.Module):
         return x
 
 
+def load_backbone(config: UserLLMConfig) -> tuple[Any, Any]:
+    """The text backbone ``config`` names (its base model: a decoder-only LM without its LM head) and its
+    tokenizer, in eval mode (``recsim_personas.agents.model_loading``: offline MiniLM / SmolLM2, or any local
+    directory or Hugging Face id)."""
+    from recsim_personas.agents import model_loading
+
+    if config.backbone_kind == "causal":
+        lm, tokenizer = model_loading.load_causal(config.backbone)
+        return (lm.get_decoder() if hasattr(lm, "get_decoder") else lm), tokenizer
+    return model_loading.load_encoder(config.backbone)
+
+
+def backbone_kind(backbone: Any) -> str:
+    """``"encoder"`` for a BERT-family encoder (``embeddings``, ``encoder.layer``), ``"causal"`` for a decoder-only
+    LM's base model (``embed_tokens``, ``layers``, ``norm``, ``rotary_emb``: Llama / SmolLM2 / Qwen2 / Mistral style).
+
+    Raises:
+        ConfigError: neither.
+    """
+    if hasattr(backbone, "embeddings") and hasattr(getattr(backbone, "encoder", None), "layer"):
+        return "encoder"
+    if all(hasattr(backbone, name) for name in ("embed_tokens", "layers", "norm", "rotary_emb")):
+        return "causal"
+    raise ConfigError(
+        f"the USER-LLM backbone {type(backbone).__name__} is neither a BERT-family encoder (embeddings,"
+        " encoder.layer) nor a decoder-only LM with rotary positions (embed_tokens, layers, norm, rotary_emb)."
+        " Fix: use such a model (e.g. MiniLM, SmolLM2, Llama, Qwen2)."
+    )
+
+
 def _layer_output(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
@@ -100,15 +130,20 @@ class UserLLM(nn.Module):
         self.config = config
         self.user_encoder = encoder
         self.backbone = backbone
+        self.kind = backbone_kind(backbone)
         bc = backbone.config
         self.hidden, self.n_layers, self.n_heads = (
             int(bc.hidden_size),
             int(bc.num_hidden_layers),
             int(bc.num_attention_heads),
         )
-        if config.integration == "cross_attention" and max(config.cross_layers) > self.n_layers:
+        self.cross_layers: tuple[int, ...] = (
+            () if config.integration != "cross_attention" else config.cross_layers or (self.n_layers,)
+        )
+        """The layer counts the cross-attention blocks sit after (``config.cross_layers``, or the last layer)."""
+        if self.cross_layers and max(self.cross_layers) > self.n_layers:
             raise ConfigError(
-                f"UserLLMConfig.cross_layers {list(config.cross_layers)!r} go beyond the backbone's {self.n_layers}"
+                f"UserLLMConfig.cross_layers {list(self.cross_layers)!r} go beyond the backbone's {self.n_layers}"
                 f" layers. Fix: use layer counts from 0 to {self.n_layers}."
             )
         d = encoder.config.d_model
@@ -121,7 +156,7 @@ class UserLLM(nn.Module):
             ),
         )
         self.projection = nn.Sequential(nn.Linear(d, self.hidden), nn.LayerNorm(self.hidden))
-        layers = config.cross_layers if config.integration == "cross_attention" else ()
+        layers = self.cross_layers
         self.blocks = nn.ModuleDict(
             {
                 str(k): GatedCrossAttention(self.hidden, config.cross_heads, config.cross_head_dim, config.dense)
@@ -148,14 +183,46 @@ class UserLLM(nn.Module):
     def cached_depth(self) -> int:
         """Backbone layers that depend only on the movie: below the lowest cross-attention block (0 for the
         soft prompt)."""
-        return min(self.config.cross_layers) if self.config.integration == "cross_attention" else 0
+        return min(self.cross_layers) if self.cross_layers else 0
 
-    def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-        from transformers.masking_utils import create_bidirectional_mask
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The backbone's input embeddings of token ids int (n, T) → float (n, T, h)."""
+        if self.kind == "causal":
+            return self.backbone.embed_tokens(input_ids)
+        return self.backbone.embeddings(input_ids=input_ids)
 
-        return create_bidirectional_mask(
-            config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
+    def _context(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+        """What every layer of a pass reads besides the hidden states, built as the backbone's own forward builds
+        it: the bidirectional padding mask (encoder), or the causal mask, positions and rotary embeddings
+        (decoder)."""
+        if self.kind == "encoder":
+            from transformers.masking_utils import create_bidirectional_mask
+
+            mask = create_bidirectional_mask(
+                config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
+            )
+            return {"attention_mask": mask}
+        from transformers.masking_utils import create_causal_mask
+
+        positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        mask = create_causal_mask(
+            config=self.backbone.config,
+            inputs_embeds=hidden,
+            attention_mask=attention_mask,
+            cache=None,
+            position_ids=positions,
         )
+        rotary = self.backbone.rotary_emb(hidden, position_ids=positions)
+        return {"attention_mask": mask, "position_embeddings": rotary, "position_ids": positions}
+
+    def _layer(self, k: int, hidden: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+        """Backbone layer ``k`` (0-based); a decoder's final norm goes with its last layer, so the states after
+        ``n_layers`` layers are the backbone's output in both families."""
+        layers = self.backbone.encoder.layer if self.kind == "encoder" else self.backbone.layers
+        hidden = _layer_output(layers[k](hidden, **context))
+        if self.kind == "causal" and k == self.n_layers - 1:
+            hidden = self.backbone.norm(hidden)
+        return hidden
 
     def text_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, depth: int | None = None
@@ -163,10 +230,10 @@ class UserLLM(nn.Module):
         """The backbone's hidden states after its embeddings and its first ``depth`` layers (default
         :attr:`cached_depth`): what depends only on the movie. int (n, T) ids and mask → float (n, T, h)."""
         depth = self.cached_depth if depth is None else depth
-        hidden = self.backbone.embeddings(input_ids=input_ids)
-        mask = self._mask(hidden, attention_mask)
-        for layer in self.backbone.encoder.layer[:depth]:
-            hidden = _layer_output(layer(hidden, attention_mask=mask))
+        hidden = self.embed(input_ids)
+        context = self._context(hidden, attention_mask)
+        for k in range(depth):
+            hidden = self._layer(k, hidden, context)
         return hidden
 
     def forward_from(
@@ -192,12 +259,12 @@ class UserLLM(nn.Module):
             full_mask = torch.cat([torch.ones_like(attention_mask[:, :1]).expand(-1, n_tokens), attention_mask], 1)
         else:
             n_tokens, full_mask = 0, attention_mask
-        mask = self._mask(hidden, full_mask)
+        context = self._context(hidden, full_mask)
         for k in range(start, self.n_layers + 1):
             if str(k) in self.blocks:
                 hidden = self.blocks[str(k)](hidden, tokens)
             if k < self.n_layers:
-                hidden = _layer_output(self.backbone.encoder.layer[k](hidden, attention_mask=mask))
+                hidden = self._layer(k, hidden, context)
         text = hidden[:, n_tokens:]
         weights = attention_mask.to(text.dtype).unsqueeze(-1)
         pooled = (text * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
@@ -206,7 +273,7 @@ class UserLLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Rating logits of requests: text ids/mask int (n, T), user tokens float (n, K, h) → float (n, 5)."""
         if self.config.integration == "soft_prompt":
-            hidden = self.backbone.embeddings(input_ids=input_ids)
+            hidden = self.embed(input_ids)
         else:
             hidden = self.text_states(input_ids, attention_mask)
         return self.forward_from(hidden, attention_mask, tokens)
@@ -216,8 +283,7 @@ class UserLLM(nn.Module):
     def top_only(self) -> bool:
         """One attention-only block after the last layer: the case :meth:`top_logits` computes per request from
         per-movie and per-user caches."""
-        c = self.config
-        return c.integration == "cross_attention" and c.cross_layers == (self.n_layers,) and not c.dense
+        return self.cross_layers == (self.n_layers,) and not self.config.dense
 
     def movie_cache(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-movie tensors of :meth:`top_logits` from the final hidden states (``text_states`` at full depth).

@@ -30,7 +30,7 @@ from recsim_personas.agents.userllm.agent import USERLLM, UserLLMAgent
 from recsim_personas.agents.userllm.checkpoint import SPEC_FILE, load_epoch, prepare_run, save_epoch
 from recsim_personas.agents.userllm.config import UserLLMConfig, UserLLMTrainConfig
 from recsim_personas.agents.userllm.events import Histories, ItemTable, histories
-from recsim_personas.agents.userllm.model import UserLLM
+from recsim_personas.agents.userllm.model import UserLLM, load_backbone
 from recsim_personas.agents.userllm.pretrain import PretrainedEncoder
 from recsim_personas.errors import ArtifactError, ConfigError
 
@@ -57,7 +57,7 @@ def prepare_backbone(model: UserLLM, config: UserLLMTrainConfig) -> None:
 
         from recsim_personas.agents.adapters import lora_targets
 
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=lora_targets("encoder"))
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=lora_targets(model.kind))
         inject_adapter_in_model(lora, model.backbone)
     trains = {
         "full": lambda name: True,
@@ -105,6 +105,14 @@ def prefixes(full: Histories, rows: np.ndarray, cuts: np.ndarray, max_len: int) 
         gaps=take(full.gaps, 0),
         lengths=cuts - start,
     )
+
+
+def expected_error(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Squared error of the expected rating ``Σ_r r · softmax(logits)_r`` against the real one (``labels`` 0..4
+    for 1..5), per row."""
+    levels = torch.arange(1, 6, dtype=logits.dtype, device=logits.device)
+    expected = torch.softmax(logits, dim=-1) @ levels
+    return (expected - (labels + 1).to(logits.dtype)) ** 2
 
 
 def _targets(chunks: Chunks, picked: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,7 +168,7 @@ class _Batches:
         else:
             i = torch.as_tensor(items)
             if model.config.integration == "soft_prompt":
-                hidden = model.backbone.embeddings(input_ids=self.text_ids[i])
+                hidden = model.embed(self.text_ids[i])
             elif self.states is not None:
                 hidden = self.states[i]
             else:
@@ -207,7 +215,6 @@ def train_userllm(
     """
     from tqdm.auto import tqdm
 
-    from recsim_personas.agents.model_loading import load_encoder
     from recsim_personas.agents.prior import AnchorPrior, ratings_out_of_fold_log_probs
 
     config = config or UserLLMConfig()
@@ -252,7 +259,7 @@ def train_userllm(
         full.lengths, users[is_valid] if is_valid.any() else users[:1], train.min_prefix, train.targets_per_cut
     )
 
-    backbone, tokenizer = load_encoder(config.backbone)
+    backbone, tokenizer = load_backbone(config)
     text_ids, text_mask = movie_texts(split, items, tokenizer, config.max_text_tokens)
     with torch.random.fork_rng():  # initialisation draws from torch's global generator: seed it locally
         torch.manual_seed(init_seed)
@@ -278,19 +285,21 @@ def train_userllm(
         state, best = resumed
         logger.info("resuming the USER-LLM agent's training after epoch %d", state["epoch"])
 
-    def validation_nll() -> float:
+    def validation() -> tuple[float, float]:
+        """The held-out users' NLL and squared error of the expected rating (per rating)."""
         model.eval()
-        total, n = 0.0, 0
+        nll, sq, n = 0.0, 0.0, 0
         with torch.no_grad():
             order = np.arange(len(valid_chunks.rows))
             for a in range(0, order.size, train.batch_size):
                 logits, labels = batches.logits_and_labels(valid_chunks, order[a : a + train.batch_size])
-                total += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+                nll += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+                sq += float(expected_error(logits, labels).sum())
                 n += len(labels)
-        return total / max(n, 1)
+        return nll / max(n, 1), sq / max(n, 1)
 
     if not state["curve"]:
-        state["initial_valid_nll"] = validation_nll()
+        state["initial_valid_nll"] = validation()[0]
     n_chunks = len(train_chunks.rows)
     if train.max_chunks_per_epoch is not None:
         n_chunks = min(n_chunks, train.max_chunks_per_epoch)
@@ -314,6 +323,8 @@ def train_userllm(
             for a in range(0, order.size, train.batch_size):
                 logits, labels = batches.logits_and_labels(train_chunks, order[a : a + train.batch_size])
                 loss = torch.nn.functional.cross_entropy(logits, labels)
+                if train.rating_mse_weight:
+                    loss = loss + train.rating_mse_weight * expected_error(logits, labels).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
@@ -321,12 +332,15 @@ def train_userllm(
                 total += float(loss.detach()) * len(labels)
                 n += len(labels)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, train_nll=f"{total / n:.4f}", refresh=False)
-        nll = validation_nll()
+                bar.set_postfix(epoch=epoch + 1, train_loss=f"{total / n:.4f}", refresh=False)
+        nll, mse = validation()
+        objective = nll + train.rating_mse_weight * mse  # what the epochs are chosen by: the training loss
         state["epoch"] = epoch + 1
-        state["curve"].append({"epoch": epoch + 1, "train_nll": total / max(n, 1), "valid_nll": nll})
-        if nll < state["best_nll"]:
-            state.update(best_epoch=epoch + 1, best_nll=nll, since=0)
+        state["curve"].append(
+            {"epoch": epoch + 1, "train_loss": total / max(n, 1), "valid_nll": nll, "valid_rmse": math.sqrt(mse)}
+        )
+        if objective < state.get("best_objective", state["best_nll"]):  # older checkpoints chose by the NLL
+            state.update(best_epoch=epoch + 1, best_nll=nll, best_objective=objective, since=0)
             best = trainable()
         else:
             state["since"] += 1
