@@ -58,6 +58,8 @@ class Args:
     """test ratings the variants are scored on (seeded sample; the soft prompt runs the backbone per rating)"""
     widths: str = "12x32,4x32,4x16,2x16"
     """cross-attention widths (heads x head width) timed on the agent's caches with untrained blocks (speed only)"""
+    variants_only: bool = False
+    """train and score the variants only (sections 1-3 are skipped, e.g. while other work shares the machine)"""
     repeats: int = 3
     """round-robin rounds of the throughput measurements"""
     threads: int = 2
@@ -72,6 +74,9 @@ def parse() -> Args:
     defaults = Args()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, value in asdict(defaults).items():
+        if isinstance(value, bool):
+            p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=value)
+            continue
         p.add_argument("--" + name.replace("_", "-"), type=type(value) if value is not None else str, default=value)
     return Args(**vars(p.parse_args()))
 
@@ -225,46 +230,55 @@ def main(args: Args) -> dict:
     agent.logged_state()
     load_seconds += time.perf_counter() - t0  # caches the load did not build already
 
-    batches = (10, 640)
-    rounds: dict[str, list[float]] = {}
-    for _ in range(args.repeats):
-        for name, rater in raters.items():
-            for batch in batches:
-                if name == "text agents" and batch > 64:
-                    continue
-                seconds = 2.0 if name != "text agents" else 5.0
-                rounds.setdefault(f"{name}/{batch}", []).append(ratings_per_second(rater, users, items, batch, seconds))
-    throughput = {k: statistics.median(v) for k, v in rounds.items()}
+    throughput: dict = {}
+    env: dict = {}
+    flops: dict = {}
+    tokens: dict = {}
+    width_rows: list = []
+    fid: dict = {}
+    if not args.variants_only:
+        batches = (10, 640)
+        rounds: dict[str, list[float]] = {}
+        for _ in range(args.repeats):
+            for name, rater in raters.items():
+                for batch in batches:
+                    if name == "text agents" and batch > 64:
+                        continue
+                    seconds = 2.0 if name != "text agents" else 5.0
+                    rounds.setdefault(f"{name}/{batch}", []).append(
+                        ratings_per_second(rater, users, items, batch, seconds)
+                    )
+        throughput = {k: statistics.median(v) for k, v in rounds.items()}
 
-    env = {}
-    for name, rater in (("userllm", agent), ("bias", bias)):
-        world = make_world(split, rater, choice="fitted")
-        env[name] = env_rates(world, steps=150)
+        env = {}
+        for name, rater in (("userllm", agent), ("bias", bias)):
+            world = make_world(split, rater, choice="fitted")
+            env[name] = env_rates(world, steps=150)
 
-    flops = {"userllm": flops_per_rating(agent, users[:640], items[:640])}
-    c = agent.model.config
-    tokens = {
-        "userllm": {
-            "user_tokens": c.n_latents,
-            "text_tokens": float(agent.text_mask.sum(axis=1).mean()),
+        flops = {"userllm": flops_per_rating(agent, users[:640], items[:640])}
+        c = agent.model.config
+        tokens = {
+            "userllm": {
+                "user_tokens": c.n_latents,
+                "text_tokens": float(agent.text_mask.sum(axis=1).mean()),
+            }
         }
-    }
-    if text is not None:
-        flops["text agents"] = flops_per_rating(text, users[:16], items[:16])
-        prompts, _ = text.prompts(users[:200], items[:200])
-        tokens["text agents"] = {"prompt_tokens": float(np.mean([len(p) for p in prompts]))}
-    widths = [tuple(int(x) for x in w.split("x")) for w in args.widths.split(",") if w.strip()]
-    width_rows = width_variants(agent, widths, users, items)
+        if text is not None:
+            flops["text agents"] = flops_per_rating(text, users[:16], items[:16])
+            prompts, _ = text.prompts(users[:200], items[:200])
+            tokens["text agents"] = {"prompt_tokens": float(np.mean([len(p) for p in prompts]))}
+        widths = [tuple(int(x) for x in w.split("x")) for w in args.widths.split(",") if w.strip()]
+        width_rows = width_variants(agent, widths, users, items)
 
-    fid = {
-        "userllm": fidelity(agent, split.test),
-        "bias": fidelity(bias, split.test),
-        "blend": fidelity(blend, split.test),
-    }
-    if text is not None:
-        sample = split.test.iloc[np.sort(order[: args.text_test])]
-        fid["text agents (sample)"] = fidelity(text, sample)
-        fid["userllm (same sample)"] = fidelity(agent, sample)
+        fid = {
+            "userllm": fidelity(agent, split.test),
+            "bias": fidelity(bias, split.test),
+            "blend": fidelity(blend, split.test),
+        }
+        if text is not None:
+            sample = split.test.iloc[np.sort(order[: args.text_test])]
+            fid["text agents (sample)"] = fidelity(text, sample)
+            fid["userllm (same sample)"] = fidelity(agent, sample)
 
     variants = []
     specs = [s.strip() for s in args.grid.split(",") if s.strip()]
@@ -328,9 +342,68 @@ def main(args: Args) -> dict:
     }
 
 
+def render_variants(result: dict) -> list[str]:
+    """The variants section (empty without variants)."""
+    rows, f, args = result["variants"], result["fidelity"], result["args"]
+    if not rows:
+        return []
+    ref = f["userllm (variant sample)"]
+    lines = [
+        "",
+        "## Variants (same budget each)",
+        "",
+        f"Each trained for {args['grid_epochs']} epoch(s) of at most {args['grid_chunks']} chunks and scored on the"
+        f" same {args['grid_test']:,} sampled test ratings (the agent `{result['agent']['path']}` scores RMSE"
+        f" {ref['rmse_expected']:.4f}, NLL {ref['nll']:.4f} on them).",
+        "",
+        "| variant | backbone | strategy | integration | layers | anchor | trained params | train s | RMSE | MAE |"
+        " NLL | ratings/s (640) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r.get('backbone', 'minilm')} | {r['strategy']} | {r['integration']} |"
+            f" {r['cross_layers']} | {r['anchor']} | {r['trainable_parameters']:,} | {r['train_seconds']:.0f} |"
+            f" {r['rmse_expected']:.4f} | {r['mae_expected']:.4f} | {r['nll']:.4f} | {r['ratings_per_s_640']:,.0f} |"
+        )
+    lines.append("")
+    anchored = [r for r in rows if r["anchor"] != "none"]
+    if anchored:
+        spread = max(r["nll"] for r in anchored) - min(r["nll"] for r in anchored)
+        lines.append(f"- The anchored variants' NLL spans {spread:.4f} at this budget.")
+    pairs = {}
+    for r in rows:
+        pairs.setdefault((r["strategy"], r["integration"], r.get("backbone"), str(r["cross_layers"])), {})[
+            r["anchor"] != "none"
+        ] = r
+    gains = [p[True]["nll"] - p[False]["nll"] for p in pairs.values() if True in p and False in p]
+    if gains:
+        lines.append(
+            f"- Anchoring changed the NLL by {min(gains):+.4f} to {max(gains):+.4f} over the {len(gains)}"
+            " strategy × integration pairs trained both ways."
+        )
+    by_kind = {}
+    for r in rows:
+        by_kind.setdefault(r["integration"], []).append(r["ratings_per_s_640"])
+    if len(by_kind) == 2:
+        x, sp = statistics.median(by_kind["cross_attention"]), statistics.median(by_kind["soft_prompt"])
+        lines.append(
+            f"- Median ratings/s at 640: cross-attention {x:,.0f}, soft prompt {sp:,.0f} ({x / sp:,.0f}× as fast)."
+        )
+    best = min(rows, key=lambda r: r["nll"])
+    fastest = max(rows, key=lambda r: r["ratings_per_s_640"])
+    lines.append(
+        f"- Lowest NLL: {best['name']} ({best['nll']:.4f}); fastest: {fastest['name']}"
+        f" ({fastest['ratings_per_s_640']:,.0f} ratings/s)."
+    )
+    return lines
+
+
 def render(result: dict) -> str:
     t, f, fl, env = result["throughput"], result["fidelity"], result["flops_per_rating"], result["env"]
     a = result["agent"]
+    if not t:  # --variants-only
+        return "\n".join(["# USER-LLM agent variants (ML-100K protocol split)", *render_variants(result)]) + "\n"
     lines = [
         "# USER-LLM agents (ML-100K protocol split)",
         "",
@@ -431,42 +504,7 @@ def render(result: dict) -> str:
         f"Against the blend prior the agent's RMSE is {u['rmse_expected'] - b['rmse_expected']:+.4f}, MAE"
         f" {u['mae_expected'] - b['mae_expected']:+.4f}, NLL {u['nll'] - b['nll']:+.4f}, W1 {u['w1'] - b['w1']:+.4f}.",
     ]
-    if result["variants"]:
-        lines += [
-            "",
-            "## Variants (same budget each)",
-            "",
-            f"Each trained for {result['args']['grid_epochs']} epoch(s) of at most {result['args']['grid_chunks']}"
-            f" chunks and scored on the same {result['args']['grid_test']:,} sampled test ratings"
-            f" (the agent above scores RMSE {f['userllm (variant sample)']['rmse_expected']:.4f}, NLL"
-            f" {f['userllm (variant sample)']['nll']:.4f} on them).",
-            "",
-            "| variant | backbone | strategy | integration | layers | anchor | trained params | train s | RMSE | MAE |"
-            " NLL | ratings/s (640) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in result["variants"]:
-            lines.append(
-                f"| {r['name']} | {r.get('backbone', 'minilm')} | {r['strategy']} | {r['integration']} |"
-                f" {r['cross_layers']} | {r['anchor']} |"
-                f" {r['trainable_parameters']:,} | {r['train_seconds']:.0f} | {r['rmse_expected']:.4f} |"
-                f" {r['mae_expected']:.4f} | {r['nll']:.4f} | {r['ratings_per_s_640']:,.0f} |"
-            )
-        spread = max(r["nll"] for r in result["variants"]) - min(r["nll"] for r in result["variants"])
-        anchored = [r for r in result["variants"] if r["anchor"] != "none"]
-        if anchored:
-            a_spread = max(r["nll"] for r in anchored) - min(r["nll"] for r in anchored)
-            lines += [
-                "",
-                f"The anchored variants' NLL spans {a_spread:.4f} (all variants: {spread:.4f}) at this budget.",
-            ]
-        best = min(result["variants"], key=lambda r: r["nll"])
-        fastest = max(result["variants"], key=lambda r: r["ratings_per_s_640"])
-        lines += [
-            "",
-            f"Lowest NLL: {best['name']} ({best['nll']:.4f}); fastest: {fastest['name']}"
-            f" ({fastest['ratings_per_s_640']:,.0f} ratings/s).",
-        ]
+    lines += render_variants(result)
     return "\n".join(lines) + "\n"
 
 
