@@ -62,6 +62,12 @@ def register_userllm(sub: argparse._SubParsersAction, common: argparse.ArgumentP
         "--overwrite", action="store_true", help="replace a finished agent, or an unfinished run with other settings"
     )
     tr.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    tr.add_argument(
+        "--personas",
+        default=None,
+        help="the split's personas, clustered (`personas distill` + `personas cluster`): their clusters choose the"
+        " adapters of --lora-per-persona",
+    )
     arch = add_config_options(tr.add_argument_group("architecture (UserLLMConfig)"), UserLLMConfig)
     fit = add_config_options(tr.add_argument_group("training (UserLLMTrainConfig)"), UserLLMTrainConfig)
     tr.set_defaults(func=cmd_userllm_train, arch_options=arch, train_options=fit)
@@ -106,12 +112,25 @@ def cmd_userllm_train(args: argparse.Namespace) -> int:
 
     _threads(args)
     split = load_split(args.split)
+    train = args.train_options.build(args)
+    clusters = None
+    if train.lora_per_persona and args.personas:
+        from pathlib import Path
+
+        from recsim_personas.agents.adapters import adapter_name
+        from recsim_personas.personas.clustering import load_clusters
+        from recsim_personas.personas.store import load_persona_set
+
+        pset = load_persona_set(args.personas, split_id=split.split_id)
+        labels = load_clusters(Path(args.personas) / "clusters", pset).labels
+        clusters = {int(u): adapter_name(c) for u, c in labels.items()}
     agent = train_userllm(
         split,
         args.encoder,
         args.out,
         config=args.arch_options.build(args),
-        train=args.train_options.build(args),
+        train=train,
+        clusters=clusters,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )

@@ -88,8 +88,13 @@ class UserLLMAgent:
         train_config: UserLLMTrainConfig,
         split_id: str | None,
         report: dict[str, Any] | None = None,
+        user_adapter: np.ndarray | None = None,
     ) -> None:
         self.model = model.eval()
+        if (model.adapters is None) != (user_adapter is None):
+            raise ValueError("a USER-LLM agent with one adapter per persona needs each user's adapter, and only it")
+        self.user_adapter = None if user_adapter is None else np.asarray(user_adapter, dtype=np.int64)
+        """Per user row (of ``histories``): the index of its persona adapter in ``model.adapters``, or ``None``."""
         self.items = items
         self.text_ids = np.asarray(text_ids, dtype=np.int64)
         self.text_mask = np.asarray(text_mask, dtype=np.int64)
@@ -193,21 +198,25 @@ class UserLLMAgent:
     def movie_states(self) -> dict[str, torch.Tensor]:
         """The per-movie part of every request, computed once: ``{"mask"}`` plus either the top block's cache
         (:meth:`UserLLM.movie_cache`) or ``{"hidden"}`` — the states below the lowest block (the embeddings for
-        the soft prompt)."""
+        the soft prompt). With one adapter per persona, the rows of adapter ``a`` are ``a × n_items + item row``
+        (the backbone's states differ per adapter); ``"mask"`` has one row per movie."""
         if self._movies is None:
             ids, mask = torch.as_tensor(self.text_ids), torch.as_tensor(self.text_mask)
             parts: dict[str, list[torch.Tensor]] = {}
-            for start in range(0, len(ids), 256):
-                sl = slice(start, start + 256)
-                if self.model.config.integration == "soft_prompt":
-                    out = {"hidden": self.model.embed(ids[sl])}
-                elif self.model.top_only:
-                    hidden = self.model.text_states(ids[sl], mask[sl], depth=self.model.n_layers)
-                    out = self.model.movie_cache(hidden, mask[sl])
-                else:
-                    out = {"hidden": self.model.text_states(ids[sl], mask[sl])}
-                for k, v in out.items():
-                    parts.setdefault(k, []).append(v)
+            for adapter in self.model.adapters or [None]:
+                if adapter is not None:
+                    self.model.use_adapter(adapter)
+                for start in range(0, len(ids), 256):
+                    sl = slice(start, start + 256)
+                    if self.model.config.integration == "soft_prompt":
+                        out = {"hidden": self.model.embed(ids[sl])}
+                    elif self.model.top_only:
+                        hidden = self.model.text_states(ids[sl], mask[sl], depth=self.model.n_layers)
+                        out = self.model.movie_cache(hidden, mask[sl])
+                    else:
+                        out = {"hidden": self.model.text_states(ids[sl], mask[sl])}
+                    for k, v in out.items():
+                        parts.setdefault(k, []).append(v)
             self._movies = {k: torch.cat(v) for k, v in parts.items()} | {"mask": mask}
         return self._movies
 
@@ -250,15 +259,28 @@ class UserLLMAgent:
         """Rating logits float64 (n, 5) of rows into a :meth:`user_state` and item rows (before the prior)."""
         movies = self.movie_states()
         out = np.empty((len(user_rows), 5), dtype=np.float64)
+        adapter = None if self.user_adapter is None else self.user_adapter[user_rows]
+        flat = item_rows if adapter is None else adapter * len(self.items.item_ids) + item_rows
+        if adapter is not None and not self.model.top_only:  # layers run per request: one adapter at a time
+            for a in np.unique(adapter).tolist():
+                sel = np.flatnonzero(adapter == a)
+                self.model.use_adapter(self.model.adapters[a])
+                out[sel] = self._logits_of(user_rows[sel], item_rows[sel], flat[sel], movies, users)
+            return out
+        return self._logits_of(user_rows, item_rows, flat, movies, users)
+
+    def _logits_of(self, user_rows, item_rows, flat, movies, users) -> np.ndarray:
+        out = np.empty((len(user_rows), 5), dtype=np.float64)
         for start in range(0, len(user_rows), _BATCH):
             u = torch.as_tensor(user_rows[start : start + _BATCH])
-            i = torch.as_tensor(item_rows[start : start + _BATCH])
+            f = torch.as_tensor(flat[start : start + _BATCH])
             if self.model.top_only:
                 logits = self.model.top_logits(
-                    {k: movies[k][i] for k in MOVIE_CACHE}, {k: v[u] for k, v in users.items()}
+                    {k: movies[k][f] for k in MOVIE_CACHE}, {k: v[u] for k, v in users.items()}
                 )
             else:
-                logits = self.model.forward_from(movies["hidden"][i], movies["mask"][i], users["tokens"][u])
+                i = torch.as_tensor(item_rows[start : start + _BATCH])
+                logits = self.model.forward_from(movies["hidden"][f], movies["mask"][i], users["tokens"][u])
             out[start : start + len(u)] = logits.double().numpy()
         return out
 
@@ -319,6 +341,8 @@ class UserLLMAgent:
                 "train_config": self.train_config.to_dict(),
                 **self.items.to_dict(),
                 "user_ids": h.user_ids.tolist(),
+                "adapters": self.model.adapters,
+                "user_adapters": None if self.user_adapter is None else self.user_adapter.tolist(),
                 "report": self.report,
             }
             write_json(tmp / BODY_FILE, body)
@@ -357,7 +381,7 @@ class UserLLMAgent:
         train_config = UserLLMTrainConfig.from_dict(body["train_config"])
         backbone, _ = load_backbone(config)
         model = UserLLM(config, UserEncoder(UserEncoderConfig.from_dict(body["encoder_config"]), items), backbone)
-        prepare_backbone(model, train_config)
+        prepare_backbone(model, train_config, body.get("adapters"))
         arrays = load_file(str(path / WEIGHTS_FILE))
         weights = {k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")}
         missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -385,6 +409,7 @@ class UserLLMAgent:
             train_config,
             manifest["split_id"],
             body.get("report"),
+            user_adapter=None if body.get("user_adapters") is None else np.asarray(body["user_adapters"]),
         )
         if model.top_only and all(f"movie.{k}" in arrays for k in MOVIE_CACHE):
             agent._movies = {k: arrays[f"movie.{k}"] for k in MOVIE_CACHE} | {"mask": torch.as_tensor(agent.text_mask)}

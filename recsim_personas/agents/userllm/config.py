@@ -271,6 +271,9 @@ class UserLLMTrainConfig:
         weight_decay: AdamW weight decay.
         lora_r: LoRA rank (``lora``).
         lora_alpha: LoRA scaling numerator (``lora``).
+        lora_per_persona: (``lora``) one LoRA adapter per persona cluster — the first source's persona variant —
+            instead of one for all users; users without a persona (the background users) share one more adapter.
+            The clusters come from the personas (``recsim-personas personas cluster``).
         validation_share: share of the history users held out to choose the best epoch (their NLL).
         patience: stop after this many epochs without a better validation NLL.
         seed: seed of the initialisation, the chunks' order, the validation users, the prior folds and dropout.
@@ -289,6 +292,7 @@ class UserLLMTrainConfig:
     weight_decay: float = 0.01
     lora_r: int = 8
     lora_alpha: int = 16
+    lora_per_persona: bool = False
     validation_share: float = 0.1
     patience: int = 2
     seed: int = 0
@@ -304,6 +308,15 @@ class UserLLMTrainConfig:
             _check_int("UserLLMTrainConfig", name, getattr(self, name), 1)
         for name in ("patience", "seed"):
             _check_int("UserLLMTrainConfig", name, getattr(self, name), 0)
+        if not isinstance(self.lora_per_persona, bool):
+            raise ConfigError(
+                f"UserLLMTrainConfig.lora_per_persona must be true or false, got {self.lora_per_persona!r}."
+            )
+        if self.lora_per_persona and self.strategy != "lora":
+            raise ConfigError(
+                f"UserLLMTrainConfig.lora_per_persona needs strategy 'lora', got {self.strategy!r}. Fix: pass"
+                " --strategy lora, or drop --lora-per-persona."
+            )
         if self.max_chunks_per_epoch is not None:
             _check_int("UserLLMTrainConfig", "max_chunks_per_epoch", self.max_chunks_per_epoch, 1)
         _check_real("UserLLMTrainConfig", "lr", self.lr, 0.0, 1.0, open_low=True)

@@ -163,9 +163,23 @@ class UserLLM(nn.Module):
                 for k in layers
             }
         )
+        self.adapters: list[str] | None = None
+        """Names of the backbone's LoRA adapters when it has one per persona (set by ``prepare_backbone``)."""
         self.rating_head = nn.Linear(self.hidden, 5)
         nn.init.zeros_(self.rating_head.weight)
         nn.init.zeros_(self.rating_head.bias)
+
+    def use_adapter(self, name: str) -> None:
+        """Route the backbone through its LoRA adapter ``name`` (PEFT's ``set_adapter`` on every LoRA layer),
+        leaving which parameters train as they were (``set_adapter`` alone would freeze the other adapters)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        flags = [(p, p.requires_grad) for p in self.backbone.parameters()]
+        for module in self.backbone.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.set_adapter(name)
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
     # ----------------------------------------------------------------------------------------- user side
     def user_tokens(

@@ -19,6 +19,8 @@ import math
 import os
 import shutil
 import time
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,15 +52,24 @@ def movie_texts(split: Split, items: ItemTable, tokenizer: Any, max_tokens: int)
     return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
 
-def prepare_backbone(model: UserLLM, config: UserLLMTrainConfig) -> None:
-    """Add LoRA adapters to the backbone (``strategy="lora"``, PEFT) and set which parameters train."""
+SHARED_ADAPTER = "shared"
+"""The adapter of the users without a persona cluster (``lora_per_persona``)."""
+
+
+def prepare_backbone(model: UserLLM, config: UserLLMTrainConfig, adapters: list[str] | None = None) -> None:
+    """Add LoRA adapters to the backbone (``strategy="lora"``, PEFT: one named ``default``, or one per name in
+    ``adapters``) and set which parameters train."""
     if config.strategy == "lora":
         from peft import LoraConfig, inject_adapter_in_model
 
         from recsim_personas.agents.adapters import lora_targets
 
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=lora_targets(model.kind))
-        inject_adapter_in_model(lora, model.backbone)
+        with warnings.catch_warnings():  # PEFT warns when a second adapter goes into the same model: intended here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            for name in adapters or ["default"]:
+                inject_adapter_in_model(lora, model.backbone, adapter_name=name)
+        model.adapters = list(adapters) if adapters else None
     trains = {
         "full": lambda name: True,
         "enc": lambda name: not name.startswith("backbone."),
@@ -127,9 +138,17 @@ class _Batches:
     """Everything a training step needs, in tensors; built once per run."""
 
     def __init__(
-        self, model: UserLLM, full: Histories, log_prior: np.ndarray | None, text_ids, text_mask, frozen: bool
+        self,
+        model: UserLLM,
+        full: Histories,
+        log_prior: np.ndarray | None,
+        text_ids,
+        text_mask,
+        frozen: bool,
+        user_adapter: np.ndarray | None = None,
     ):
         self.model, self.full, self.log_prior = model, full, log_prior
+        self.user_adapter = user_adapter  # per user row: its adapter's index in model.adapters
         self.text_ids, self.text_mask = torch.as_tensor(text_ids), torch.as_tensor(text_mask)
         self.max_len = model.user_encoder.config.max_len
         self.states: torch.Tensor | None = None
@@ -152,6 +171,25 @@ class _Batches:
         which, rows, cols = _targets(chunks, picked)
         items = self.full.items[rows, cols]
         labels = torch.as_tensor(self.full.ratings[rows, cols] - 1)
+        if model.adapters is None or self.user_adapter is None:
+            logits = self._logits(items, which, tokens)
+        else:  # each group of targets through its users' adapter, then back in target order
+            groups = self.user_adapter[rows]
+            parts, where = [], []
+            for g in np.unique(groups).tolist():
+                sel = np.flatnonzero(groups == g)
+                model.use_adapter(model.adapters[g])
+                parts.append(self._logits(items[sel], which[sel], tokens))
+                where.append(sel)
+            order = np.argsort(np.concatenate(where), kind="stable")
+            logits = torch.cat(parts)[torch.as_tensor(order)]
+        if self.log_prior is not None:
+            logits = logits + torch.as_tensor(self.log_prior[rows, cols], dtype=logits.dtype)
+        return logits, labels
+
+    def _logits(self, items: np.ndarray, which: np.ndarray, tokens: torch.Tensor) -> torch.Tensor:
+        """Rating logits (before the prior) of target movies ``items`` whose users' tokens are ``tokens[which]``."""
+        model = self.model
         if model.top_only:
             uniq, inverse = np.unique(items, return_inverse=True)
             u = torch.as_tensor(uniq)
@@ -174,9 +212,7 @@ class _Batches:
             else:
                 hidden = model.text_states(self.text_ids[i], self.text_mask[i])
             logits = model.forward_from(hidden, self.text_mask[i], tokens[torch.as_tensor(which)])
-        if self.log_prior is not None:
-            logits = logits + torch.as_tensor(self.log_prior[rows, cols], dtype=logits.dtype)
-        return logits, labels
+        return logits
 
 
 def _spec(split: Split, encoder: PretrainedEncoder, config: UserLLMConfig, train: UserLLMTrainConfig) -> dict[str, Any]:
@@ -195,6 +231,7 @@ def train_userllm(
     *,
     config: UserLLMConfig | None = None,
     train: UserLLMTrainConfig | None = None,
+    clusters: Mapping[int, str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> UserLLMAgent:
@@ -206,6 +243,8 @@ def train_userllm(
         out: the agent directory (created; an unfinished run with the same settings is resumed).
         config: the architecture (default :class:`UserLLMConfig`).
         train: the training settings (default :class:`UserLLMTrainConfig`).
+        clusters: user id → persona adapter name (``recsim_personas.agents.adapters.cluster_map``), needed by
+            ``train.lora_per_persona``; the history users not in it share the adapter ``"shared"``.
         overwrite: replace a finished agent, or an unfinished run with other settings, at ``out``.
         progress: a progress bar over the epochs.
 
@@ -226,8 +265,17 @@ def train_userllm(
             f"the user encoder was pretrained on split {encoder.split_id!r}, not {split.manifest.get('split_id')!r}."
             " Fix: pretrain it on this split (`recsim-personas userllm pretrain`)."
         )
+    if train.lora_per_persona and not clusters:
+        raise ConfigError(
+            "lora_per_persona trains one adapter per persona cluster and needs the clusters. Fix: pass the personas"
+            " (`--personas DIR`, clustered with `recsim-personas personas cluster`)."
+        )
+    if not train.lora_per_persona:
+        clusters = None
     out = Path(out)
     spec = _spec(split, encoder, config, train)
+    if clusters is not None:
+        spec["clusters"] = {str(u): str(a) for u, a in sorted(clusters.items())}
     prepare_run(out, spec, USERLLM, overwrite=overwrite, epochs_in="train_config")
     started = time.perf_counter()
 
@@ -261,12 +309,19 @@ def train_userllm(
 
     backbone, tokenizer = load_backbone(config)
     text_ids, text_mask = movie_texts(split, items, tokenizer, config.max_text_tokens)
+    adapters = user_adapter = None
+    if clusters is not None:
+        adapters = [*sorted({str(a) for a in clusters.values()} - {SHARED_ADAPTER}), SHARED_ADAPTER]
+        index = {name: k for k, name in enumerate(adapters)}
+        user_adapter = np.asarray(
+            [index[str(clusters.get(int(u), SHARED_ADAPTER))] for u in full.user_ids.tolist()], dtype=np.int64
+        )
     with torch.random.fork_rng():  # initialisation draws from torch's global generator: seed it locally
         torch.manual_seed(init_seed)
         model = UserLLM(config, copy.deepcopy(encoder.model.encoder), backbone)
-        prepare_backbone(model, train)
+        prepare_backbone(model, train, adapters)
     frozen = train.strategy in ("enc", "proj")
-    batches = _Batches(model, full, log_prior, text_ids, text_mask, frozen)
+    batches = _Batches(model, full, log_prior, text_ids, text_mask, frozen, user_adapter)
     backbone_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
     other_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
     groups = [{"params": other_params, "lr": train.lr}]
@@ -362,7 +417,9 @@ def train_userllm(
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": time.perf_counter() - started,
     }
-    agent = UserLLMAgent(model, items, text_ids, text_mask, logged, prior, train, spec["split_id"], report)
+    agent = UserLLMAgent(
+        model, items, text_ids, text_mask, logged, prior, train, spec["split_id"], report, user_adapter=user_adapter
+    )
     if batches.states is not None and model.top_only:  # the final states are at hand: the movie cache from them
         with torch.no_grad():
             agent._movies = model.movie_cache(batches.states, batches.text_mask) | {"mask": batches.text_mask}
