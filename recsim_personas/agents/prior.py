@@ -169,3 +169,43 @@ def ratings_out_of_fold_log_probs(ratings: pd.DataFrame, kind: str, folds: int, 
         held = fold == k
         out[held] = AnchorPrior.fit(frame[~held], kind).log_probs(users[held], items[held])
     return out
+
+
+def ratings_temporal_log_probs(ratings: pd.DataFrame, kind: str, folds: int, seed: int) -> np.ndarray:
+    """Log-probabilities of every rating of ``ratings`` under a prior that knows every *other* user's ratings and
+    only its own user's *earlier* ones — as the prior of a test rating does (fitted on the whole history, which
+    ends before the test part begins).
+
+    The users are dealt into ``folds`` seeded groups and each user's ratings, in time order, are cut into
+    ``folds`` consecutive blocks of (nearly) equal count; the ratings of block ``k`` of the users of group ``g``
+    are predicted by the prior ``kind`` fitted without group ``g``'s blocks ``k, k+1, ...`` (for block 0: without
+    the group's users at all, which the prior rates as new users). ``folds²`` fits.
+
+    Args:
+        ratings: ``user_id``, ``item_id``, ``rating``, ``timestamp`` (e.g. a split's whole history).
+        kind: one of :data:`~recsim_personas.agents.train_config.PRIORS`.
+        folds: user groups and time blocks (>= 2).
+        seed: seed of the user groups.
+
+    Returns:
+        float64 (len(ratings), 5), row ``j`` for ``ratings.iloc[j]``.
+    """
+    if folds < 2:
+        raise ConfigError(f"out-of-fold log-probabilities need folds >= 2, got {folds!r}.")
+    frame = ratings.reset_index(drop=True)
+    users = frame["user_id"].to_numpy(dtype=np.int64)
+    items = frame["item_id"].to_numpy(dtype=np.int64)
+    ranks = frame.sort_values(["timestamp", "item_id"], kind="mergesort").groupby("user_id").cumcount()
+    rank = ranks.reindex(frame.index).to_numpy()
+    count = frame.groupby("user_id")["user_id"].transform("size").to_numpy()
+    block = rank * folds // count
+    uniq, user_row = np.unique(users, return_inverse=True)
+    group = np.random.default_rng(seed).permutation(np.arange(len(uniq)) % folds)[user_row]
+    out = np.empty((len(frame), 5), dtype=np.float64)
+    for g in range(folds):
+        for k in range(folds):
+            held = (group == g) & (block == k)
+            if held.any():
+                known = ~((group == g) & (block >= k))
+                out[held] = AnchorPrior.fit(frame[known], kind).log_probs(users[held], items[held])
+    return out

@@ -347,3 +347,48 @@ def test_expected_rating_error_on_known_answers_and_the_mse_term_trains(split, e
     (epoch,) = agent.report["curve"]
     assert epoch["valid_rmse"] > 0 and epoch["train_loss"] > 0
     assert agent.train_config.rating_mse_weight == 1.0
+
+
+def test_temporal_prior_knows_other_users_and_only_the_own_past(monkeypatch):
+    import pandas as pd
+
+    from recsim_personas.agents import prior as prior_module
+
+    rng = np.random.default_rng(0)
+    n_users, per_user = 6, 9
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(n_users), per_user),
+            "item_id": np.tile(np.arange(per_user), n_users),
+            "rating": rng.integers(1, 6, n_users * per_user),
+            "timestamp": rng.permutation(n_users * per_user) * 10,  # time order unrelated to row order
+        }
+    ).sample(frac=1.0, random_state=1)
+
+    class Recording:
+        """A prior whose 'log-probs' say what it was fitted on: the user's latest known timestamp, the ratings
+        known of other users, and the user's known ratings."""
+
+        def __init__(self, known):
+            self.known = known
+
+        def log_probs(self, users, items):
+            rows = []
+            for u in users:
+                own = self.known[self.known.user_id == u]
+                rows.append([own.timestamp.max() if len(own) else -1, (self.known.user_id != u).sum(), len(own), 0, 0])
+            return np.asarray(rows, dtype=np.float64)
+
+    monkeypatch.setattr(prior_module.AnchorPrior, "fit", classmethod(lambda cls, known, kind: Recording(known)))
+    out = prior_module.ratings_temporal_log_probs(frame, "bias", folds=3, seed=0)
+    for j, row in enumerate(frame.itertuples()):
+        own = frame[frame.user_id == row.user_id].sort_values("timestamp")
+        k = int(np.searchsorted(own.timestamp.to_numpy(), row.timestamp)) * 3 // per_user  # its time block
+        earlier = own.iloc[: k * per_user // 3]
+        assert out[j, 2] == len(earlier)  # exactly the own ratings of the earlier blocks
+        assert out[j, 0] == (earlier.timestamp.max() if len(earlier) else -1) and out[j, 0] < row.timestamp
+        # every other user is known, except the blocks k, k+1, ... of the one other user of its group (6 users in 3
+        # groups: two per group)
+        assert out[j, 1] == len(frame) - per_user - (per_user - len(earlier))
+    with pytest.raises(ConfigError, match="prior_folds_by"):
+        UserLLMTrainConfig(prior_folds_by="temporal")

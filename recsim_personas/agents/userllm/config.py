@@ -161,6 +161,7 @@ INTEGRATIONS: tuple[str, ...] = ("cross_attention", "soft_prompt")
 BACKBONE_KINDS: tuple[str, ...] = ("encoder", "causal")
 STRATEGIES: tuple[str, ...] = ("full", "enc", "lora", "proj")
 ANCHORS: tuple[str, ...] = ("none", "bias", "mf", "knn", "blend")
+FOLDS_BY: tuple[str, ...] = ("random", "time")
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,10 @@ class UserLLMTrainConfig:
             cross-attention and head, the pretrained encoder and the backbone frozen.
         anchor: the classical prior the logits are anchored on (``"none"`` for none).
         prior_folds: folds of the out-of-fold prior of the training ratings.
+        prior_folds_by: ``"random"`` — the training ratings dealt into folds at random (the prior of one has seen
+            its user's later ratings) — or ``"time"`` — as the test ratings' prior, it knows the other users and
+            only its own user's earlier ratings (``prior_folds`` user groups × ``prior_folds`` time blocks: the
+            prior is fitted ``prior_folds²`` times).
         epochs: passes over the chunks.
         batch_size: chunks (user prefixes) per step.
         max_chunks_per_epoch: train on a seeded sample of at most this many chunks per epoch (``None``: all) — for
@@ -282,6 +287,7 @@ class UserLLMTrainConfig:
     strategy: str = "enc"
     anchor: str = "bias"
     prior_folds: int = 5
+    prior_folds_by: str = "random"
     epochs: int = 8
     batch_size: int = 32
     max_chunks_per_epoch: int | None = None
@@ -304,6 +310,8 @@ class UserLLMTrainConfig:
             raise unknown_choice("UserLLMTrainConfig.strategy", str(self.strategy), STRATEGIES)
         if self.anchor not in ANCHORS:
             raise unknown_choice("UserLLMTrainConfig.anchor", str(self.anchor), ANCHORS)
+        if self.prior_folds_by not in FOLDS_BY:
+            raise unknown_choice("UserLLMTrainConfig.prior_folds_by", str(self.prior_folds_by), FOLDS_BY)
         for name in ("prior_folds", "epochs", "batch_size", "targets_per_cut", "min_prefix", "lora_r", "lora_alpha"):
             _check_int("UserLLMTrainConfig", name, getattr(self, name), 1)
         for name in ("patience", "seed"):

@@ -254,7 +254,7 @@ def train_userllm(
     """
     from tqdm.auto import tqdm
 
-    from recsim_personas.agents.prior import AnchorPrior, ratings_out_of_fold_log_probs
+    from recsim_personas.agents.prior import AnchorPrior, ratings_out_of_fold_log_probs, ratings_temporal_log_probs
 
     config = config or UserLLMConfig()
     train = train or UserLLMTrainConfig()
@@ -289,7 +289,8 @@ def train_userllm(
 
     log_prior = prior = None
     if train.anchor != "none":
-        flat = ratings_out_of_fold_log_probs(history, train.anchor, train.prior_folds, fold_seed)
+        out_of_fold = ratings_temporal_log_probs if train.prior_folds_by == "time" else ratings_out_of_fold_log_probs
+        flat = out_of_fold(history, train.anchor, train.prior_folds, fold_seed)
         log_prior = np.zeros((*full.items.shape, 5), dtype=np.float32)
         user_rows = np.searchsorted(full.user_ids, history["user_id"].to_numpy(dtype=np.int64))
         position = np.arange(len(history)) - np.concatenate([[0], np.cumsum(counts.to_numpy())[:-1]])[user_rows]
