@@ -55,6 +55,9 @@ class Args:
     grid_chunks: int = 400
     """chunks per epoch of each variant (each chunk is up to 16 ratings)"""
     grid_test: int = 2000
+    grid_valid_share: float = 0.1
+    """share of the history users each variant validates on (each epoch scores all their chunks: the strategies
+    that run the backbone per batch pay for it)"""
     """test ratings the variants are scored on (seeded sample; the soft prompt runs the backbone per rating)"""
     widths: str = "12x32,4x32,4x16,2x16"
     """cross-attention widths (heads x head width) timed on the agent's caches with untrained blocks (speed only)"""
@@ -298,7 +301,11 @@ def main(args: Args) -> dict:
         fid["userllm (variant sample)"] = fidelity(agent, sample)
         for name, config, strategy, anchor in runs:
             train = UserLLMTrainConfig(
-                strategy=strategy, anchor=anchor, epochs=args.grid_epochs, max_chunks_per_epoch=args.grid_chunks
+                strategy=strategy,
+                anchor=anchor,
+                epochs=args.grid_epochs,
+                max_chunks_per_epoch=args.grid_chunks,
+                validation_share=args.grid_valid_share,
             )
             t0 = time.perf_counter()
             variant = train_variant(split, encoder, Path(args.out) / "grid" / name.replace("/", "_"), config, train)
@@ -352,7 +359,8 @@ def render_variants(result: dict) -> list[str]:
         "",
         "## Variants (same budget each)",
         "",
-        f"Each trained for {args['grid_epochs']} epoch(s) of at most {args['grid_chunks']} chunks and scored on the"
+        f"Each trained for {args['grid_epochs']} epoch(s) of at most {args['grid_chunks']} chunks (validating on"
+        f" {args.get('grid_valid_share', 0.1):.0%} of the history users) and scored on the"
         f" same {args['grid_test']:,} sampled test ratings (the agent `{result['agent']['path']}` scores RMSE"
         f" {ref['rmse_expected']:.4f}, NLL {ref['nll']:.4f} on them).",
         "",
