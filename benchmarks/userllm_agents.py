@@ -146,13 +146,7 @@ def width_variants(agent, widths: list[tuple[int, int]], users, items) -> list[d
     if not model.top_only:
         return []
     ids, mask = torch.as_tensor(agent.text_ids), torch.as_tensor(agent.text_mask)
-    with torch.no_grad():
-        hidden = torch.cat(
-            [
-                model.text_states(ids[a : a + 256], mask[a : a + 256], depth=model.n_layers)
-                for a in range(0, len(ids), 256)
-            ]
-        )
+    hidden = model.all_text_states(ids, mask, depth=model.n_layers)
     rows = []
     for heads, dim in widths:
         config = model.config.__class__.from_dict(

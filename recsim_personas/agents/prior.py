@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -161,13 +162,19 @@ def ratings_out_of_fold_log_probs(ratings: pd.DataFrame, kind: str, folds: int, 
     if folds < 2:
         raise ConfigError(f"out-of-fold log-probabilities need folds >= 2, got {folds!r}.")
     frame = ratings.reset_index(drop=True)
+    fold = np.random.default_rng(seed).permutation(np.arange(len(frame)) % folds)
+    return _held_out_log_probs(frame, kind, ((fold == k, fold != k) for k in range(folds)))
+
+
+def _held_out_log_probs(frame: pd.DataFrame, kind: str, fits: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """float64 (len(frame), 5): for each ``(held, known)`` pair of row masks, the rows ``held`` predicted by the
+    prior ``kind`` fitted on the rows ``known``."""
     users = frame["user_id"].to_numpy(dtype=np.int64)
     items = frame["item_id"].to_numpy(dtype=np.int64)
-    fold = np.random.default_rng(seed).permutation(np.arange(len(frame)) % folds)
     out = np.empty((len(frame), 5), dtype=np.float64)
-    for k in range(folds):
-        held = fold == k
-        out[held] = AnchorPrior.fit(frame[~held], kind).log_probs(users[held], items[held])
+    for held, known in fits:
+        if held.any():
+            out[held] = AnchorPrior.fit(frame[known], kind).log_probs(users[held], items[held])
     return out
 
 
@@ -194,18 +201,11 @@ def ratings_temporal_log_probs(ratings: pd.DataFrame, kind: str, folds: int, see
         raise ConfigError(f"out-of-fold log-probabilities need folds >= 2, got {folds!r}.")
     frame = ratings.reset_index(drop=True)
     users = frame["user_id"].to_numpy(dtype=np.int64)
-    items = frame["item_id"].to_numpy(dtype=np.int64)
     ranks = frame.sort_values(["timestamp", "item_id"], kind="mergesort").groupby("user_id").cumcount()
     rank = ranks.reindex(frame.index).to_numpy()
     count = frame.groupby("user_id")["user_id"].transform("size").to_numpy()
     block = rank * folds // count
     uniq, user_row = np.unique(users, return_inverse=True)
     group = np.random.default_rng(seed).permutation(np.arange(len(uniq)) % folds)[user_row]
-    out = np.empty((len(frame), 5), dtype=np.float64)
-    for g in range(folds):
-        for k in range(folds):
-            held = (group == g) & (block == k)
-            if held.any():
-                known = ~((group == g) & (block >= k))
-                out[held] = AnchorPrior.fit(frame[known], kind).log_probs(users[held], items[held])
-    return out
+    fits = (((group == g) & (block == k), ~((group == g) & (block >= k))) for g in range(folds) for k in range(folds))
+    return _held_out_log_probs(frame, kind, fits)

@@ -117,13 +117,12 @@ def cmd_userllm_train(args: argparse.Namespace) -> int:
     if train.lora_per_persona and args.personas:
         from pathlib import Path
 
-        from recsim_personas.agents.adapters import adapter_name
+        from recsim_personas.agents.adapters import cluster_map
         from recsim_personas.personas.clustering import load_clusters
         from recsim_personas.personas.store import load_persona_set
 
         pset = load_persona_set(args.personas, split_id=split.split_id)
-        labels = load_clusters(Path(args.personas) / "clusters", pset).labels
-        clusters = {int(u): adapter_name(c) for u, c in labels.items()}
+        clusters = cluster_map(load_clusters(Path(args.personas) / "clusters", pset), split.user_ids, "persona")
     agent = train_userllm(
         split,
         args.encoder,

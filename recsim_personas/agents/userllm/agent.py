@@ -202,21 +202,19 @@ class UserLLMAgent:
         (the backbone's states differ per adapter); ``"mask"`` has one row per movie."""
         if self._movies is None:
             ids, mask = torch.as_tensor(self.text_ids), torch.as_tensor(self.text_mask)
+            model = self.model
             parts: dict[str, list[torch.Tensor]] = {}
-            for adapter in self.model.adapters or [None]:
+            for adapter in model.adapters or [None]:
                 if adapter is not None:
-                    self.model.use_adapter(adapter)
-                for start in range(0, len(ids), 256):
-                    sl = slice(start, start + 256)
-                    if self.model.config.integration == "soft_prompt":
-                        out = {"hidden": self.model.embed(ids[sl])}
-                    elif self.model.top_only:
-                        hidden = self.model.text_states(ids[sl], mask[sl], depth=self.model.n_layers)
-                        out = self.model.movie_cache(hidden, mask[sl])
-                    else:
-                        out = {"hidden": self.model.text_states(ids[sl], mask[sl])}
-                    for k, v in out.items():
-                        parts.setdefault(k, []).append(v)
+                    model.use_adapter(adapter)
+                if model.config.integration == "soft_prompt":
+                    out = {"hidden": model.embed(ids)}
+                elif model.top_only:
+                    out = model.movie_cache(model.all_text_states(ids, mask, depth=model.n_layers), mask)
+                else:
+                    out = {"hidden": model.all_text_states(ids, mask)}
+                for k, v in out.items():
+                    parts.setdefault(k, []).append(v)
             self._movies = {k: torch.cat(v) for k, v in parts.items()} | {"mask": mask}
         return self._movies
 

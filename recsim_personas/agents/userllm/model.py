@@ -250,6 +250,17 @@ class UserLLM(nn.Module):
             hidden = self._layer(k, hidden, context)
         return hidden
 
+    @torch.no_grad()
+    def all_text_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, depth: int | None = None, chunk: int = 256
+    ) -> torch.Tensor:
+        """:meth:`text_states` of many texts (e.g. every movie), ``chunk`` at a time, without gradients."""
+        parts = [
+            self.text_states(input_ids[a : a + chunk], attention_mask[a : a + chunk], depth)
+            for a in range(0, len(input_ids), chunk)
+        ]
+        return torch.cat(parts)
+
     def forward_from(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, tokens: torch.Tensor, start: int | None = None
     ) -> torch.Tensor:

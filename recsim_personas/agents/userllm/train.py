@@ -154,12 +154,7 @@ class _Batches:
         self.states: torch.Tensor | None = None
         if frozen and model.config.integration == "cross_attention":  # the backbone below the blocks never changes
             depth = model.n_layers if model.top_only else model.cached_depth
-            with torch.no_grad():
-                parts = [
-                    model.text_states(self.text_ids[a : a + 256], self.text_mask[a : a + 256], depth=depth)
-                    for a in range(0, len(self.text_ids), 256)
-                ]
-            self.states = torch.cat(parts)
+            self.states = model.all_text_states(self.text_ids, self.text_mask, depth=depth)
 
     def logits_and_labels(self, chunks: Chunks, picked: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         from recsim_personas.agents.userllm.pretrain import as_tensors
