@@ -10,6 +10,9 @@
 - :class:`MovieLensEnv` (``recsim_personas/MovieLens-v1``; ``-v0`` with the hand-set behaviour) and
   :class:`MovieLensVectorEnv` (its ``vector_entry_point``), sharing :mod:`.env_common`; :class:`SlateSpace`
   and :func:`check_slates` (:mod:`.spaces`).
+- :class:`ScoreSlateWrapper`, :class:`DedupSlateWrapper`, :class:`SequentialSlateWrapper` and the vector
+  :class:`ScoreSlateVectorWrapper`, :class:`DedupSlateVectorWrapper` (:mod:`.wrappers`) — action spaces that
+  standard RL libraries (Stable-Baselines3, sb3-contrib's ``MaskablePPO``) sample freely, mapped to valid slates.
 
 The names are imported lazily (on first attribute access), so importing the package (or a light submodule
 such as :mod:`.session`) does not load Mesa, pandas or the environments.
@@ -30,6 +33,13 @@ if TYPE_CHECKING:
     from recsim_personas.envs.state import UserTable, UserView
     from recsim_personas.envs.vector import MovieLensVectorEnv
     from recsim_personas.envs.world import Traits, World, make_world
+    from recsim_personas.envs.wrappers import (
+        DedupSlateVectorWrapper,
+        DedupSlateWrapper,
+        ScoreSlateVectorWrapper,
+        ScoreSlateWrapper,
+        SequentialSlateWrapper,
+    )
 
 _EXPORTS = {
     "Population": "model",
@@ -46,14 +56,24 @@ _EXPORTS = {
     "Traits": "world",
     "World": "world",
     "make_world": "world",
+    "DedupSlateVectorWrapper": "wrappers",
+    "DedupSlateWrapper": "wrappers",
+    "ScoreSlateVectorWrapper": "wrappers",
+    "ScoreSlateWrapper": "wrappers",
+    "SequentialSlateWrapper": "wrappers",
 }
 
 __all__ = [
     "ENV_ID",
+    "DedupSlateVectorWrapper",
+    "DedupSlateWrapper",
     "MovieLensEnv",
     "MovieLensVectorEnv",
     "Population",
     "Reaction",
+    "ScoreSlateVectorWrapper",
+    "ScoreSlateWrapper",
+    "SequentialSlateWrapper",
     "SessionConfig",
     "SlateSpace",
     "Traits",

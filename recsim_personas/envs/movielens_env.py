@@ -120,6 +120,18 @@ class MovieLensEnv(SessionEnvBase, gym.Env[dict[str, Any], np.ndarray]):
       ``max_pages``, ``rating_mode``; default: the sessions fitted with the choice model).
     - ``slate_size`` (10), ``history_len`` (20), ``reward`` (``"rating"``).
 
+    ## Wrappers for standard RL libraries
+
+    Libraries that sample each slot of a ``MultiDiscrete`` independently (Stable-Baselines3's PPO, A2C, ...)
+    produce repeated items, which this environment refuses. :mod:`recsim_personas.envs.wrappers` maps
+    freely sampled actions to valid slates, the environment staying strict:
+    ``ScoreSlateWrapper`` (a ``Box`` of item scores, or a preference vector over item factors → the top-k
+    unseen items), ``DedupSlateWrapper`` (a plain ``MultiDiscrete``; repeats and seen items replaced from a
+    fallback ranking) and ``SequentialSlateWrapper`` (one ``Discrete`` item per sub-step with
+    ``action_masks()`` for sb3-contrib's ``MaskablePPO``); ``ScoreSlateVectorWrapper`` and
+    ``DedupSlateVectorWrapper`` wrap the vector environment. The observation ``Dict`` works as it is with
+    SB3's ``MultiInputPolicy`` and with ``gymnasium.wrappers.FlattenObservation``.
+
     ## Version History
 
     - v1: the users choose what to watch with the choice model fitted on the logs (:mod:`recsim_personas.choice`)
