@@ -31,7 +31,7 @@ def register_benchmark(
         parents=[common_parent],
         help="offline vs simulated metrics of recommenders (the gap report)",
         description="For each policy (random, pop, recbole:<Model> — any RecBole general or sequential model,"
-        " trained on the split's history): Recall/NDCG/MRR@10 on the held-out test part, then --days simulated"
+        " trained on the split's history —, rl:DIR — an RL policy trained on the split): Recall/NDCG/MRR@10 on the held-out test part, then --days simulated"
         " days of the split's users per seed (mean rating, like rate, watch rate, pages per session, exit rate,"
         " users still returning, liked watches per user, with confidence intervals over seeds). Prints both"
         " rankings, Kendall tau, per-model deltas and a fidelity check of the simulator; --out writes gap.md,"

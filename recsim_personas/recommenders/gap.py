@@ -62,7 +62,8 @@ class GapConfig:
 
     Attributes:
         policies: the recommenders to compare: random, pop, recbole:<Model> (any RecBole general or sequential
-            model, trained on the split's history); comma-separated on the command line.
+            model, trained on the split's history), rl:DIR (an RL policy saved for this split, e.g. by
+            benchmarks/rl_reinforce.py); comma-separated on the command line.
         rater: the simulated users' rater: bias, another classical rater (global, user, item, mf),
             agents:DIR (persona agents from `agents train --out DIR`, or a USER-LLM agent) or userllm:DIR (a
             USER-LLM agent from `userllm train --out DIR`).

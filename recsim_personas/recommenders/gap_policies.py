@@ -1,7 +1,9 @@
 """Which recommenders the gap benchmark compares, and how each is built.
 
-A benchmark policy is named ``random``, ``pop`` or ``recbole:<Model>`` (any RecBole general or sequential
-model, in RecBole's spelling after :func:`parse_policies`). :func:`recbole_config` gives a RecBole model's
+A benchmark policy is named ``random``, ``pop``, ``recbole:<Model>`` (any RecBole general or sequential
+model, in RecBole's spelling after :func:`parse_policies`) or ``rl:DIR`` (an RL policy trained on the split and
+saved by :meth:`~recsim_personas.recommenders.rl.RLPolicy.save`, e.g. by
+``benchmarks/rl_reinforce.py``). :func:`recbole_config` gives a RecBole model's
 training settings (:data:`RECBOLE_DEFAULTS`, small enough for 2 CPU cores); :func:`build_policy` returns a
 ready policy — a RecBole model trained on the split's history, or reloaded from ``models_dir/<Model>`` when a
 model trained on the same split with the same settings is there.
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RECBOLE_PREFIX = "recbole:"
+RL_PREFIX = "rl:"
 DEFAULT_POLICIES = ("random", "pop", "recbole:BPR", "recbole:LightGCN", "recbole:SASRec")
 RECBOLE_DEFAULTS: dict[str, dict[str, Any]] = {
     "Pop": {"epochs": 1},
@@ -59,8 +62,16 @@ def parse_policies(spec: str | Sequence[str]) -> tuple[str, ...]:
 
             model, _ = resolve_model(name[len(RECBOLE_PREFIX) :])
             name = RECBOLE_PREFIX + model
+        elif name.startswith(RL_PREFIX):
+            from recsim_personas.artifacts import has_manifest
+
+            if not has_manifest(name[len(RL_PREFIX) :]):
+                raise ConfigError(
+                    f"policy {name!r}: {name[len(RL_PREFIX) :]!r} is not a saved RL policy (no manifest.json there)."
+                    " Fix: train one with `python benchmarks/rl_reinforce.py --out DIR`."
+                )
         elif name not in POLICIES:
-            raise unknown_choice("policy", name, [*POLICIES, RECBOLE_PREFIX + "<Model>"])
+            raise unknown_choice("policy", name, [*POLICIES, RECBOLE_PREFIX + "<Model>", RL_PREFIX + "DIR"])
         if name in out:
             raise ConfigError(f"policy {name!r} is listed twice.")
         out.append(name)
@@ -106,6 +117,12 @@ def build_policy(
     """
     from recsim_personas.recommenders.policies import make_policy
 
+    if name.startswith(RL_PREFIX):
+        from recsim_personas.recommenders.rl import RLPolicy
+
+        return RLPolicy.load(
+            name[len(RL_PREFIX) :], split_id=split.split_id, n_items=world.n_items, slate_size=slate_size, name=name
+        )
     config = policy_config(name, seed=seed, epochs=epochs)
     if config is None:
         return make_policy(
