@@ -9,7 +9,7 @@ status 2.
 Modules: :mod:`.data` (``data prepare`` / ``data info``), :mod:`.eval` (``eval``), :mod:`.personas`
 (``personas distill`` / ``cluster`` / ``index``), :mod:`.agents` (``agents train`` / ``eval``), :mod:`.simulate`
 (``simulate``), :mod:`.benchmark` (``benchmark``), :mod:`.choice` (``choice fit``, ``fidelity``),
-:mod:`.userllm` (``userllm pretrain``);
+:mod:`.userllm` (``userllm pretrain``), :mod:`.ope` (``ope``);
 :mod:`._options` generates options from the config dataclasses. Heavy libraries are imported inside the
 handlers, so ``recsim-personas --help`` is fast.
 """
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     from recsim_personas.cli.choice import register_choice
     from recsim_personas.cli.data import register_data
     from recsim_personas.cli.eval import register_eval
+    from recsim_personas.cli.ope import register_ope
     from recsim_personas.cli.personas import register_personas
     from recsim_personas.cli.simulate import register_simulate
     from recsim_personas.cli.userllm import register_userllm
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_choice,
         register_agents,
         register_userllm,
+        register_ope,
     ):
         register(sub, common)
     return parser
