@@ -7,8 +7,12 @@ The algorithm box:
         roll out T pages in each of N session slots of the vector env (one batched rater call per page):
             a ~ π_θ(· | s) by Gumbel-top-k over the user's unseen items;  log π_θ(a | s) exact
         advantages Â by GAE(γ, λ) with the value head V_φ(s); a session's end (exit or page limit) ends its return
-        PPO:        L = -E[min(ρ Â, clip(ρ, 1 - ε, 1 + ε) Â)] + c_v (V_φ(s) - R)² - c_H H[softmax(z)],  ρ = π_θ/π_θ_old
-        REINFORCE:  one gradient step of -E[log π_θ(a | s) Â] (+ the same value and entropy terms)
+        credit (--credit position, default): the slate is k sequential choices; position j's advantage is the
+            page's Â minus the rewards of the items before it, Â_j = Â - Σ_{l<j} r_{a_l} (a baseline that depends
+            on the earlier choices only, so the gradient stays unbiased while their noise leaves position j's)
+        PPO:        L = -E_j[min(ρ_j Â_j, clip(ρ_j, 1 - ε, 1 + ε) Â_j)] + c_v (V_φ(s) - R)² - c_H H[softmax(z)],
+                    ρ_j = π_θ(a_j | s, a_<j) / π_θ_old(a_j | s, a_<j)   (--credit slate: one ratio and Â per slate)
+        REINFORCE:  one gradient step of -E_j[log π_θ(a_j | s, a_<j) Â_j] (+ the same value and entropy terms)
 
 The reward is the env's ``--reward`` (default ``likes``: watched movies rated ≥ 4). Training runs on environment
 seeds ``--seed`` (default 1000), disjoint from the evaluation seeds of the gap report (0, 1, ...). The trained
@@ -43,6 +47,7 @@ import recsim_personas  # noqa: F401  (registers the environment ids)
 from recsim_personas.data import load_split
 from recsim_personas.envs import ENV_ID, make_world
 from recsim_personas.envs.item_space import item_factors
+from recsim_personas.envs.session import item_rewards
 from recsim_personas.recommenders.plackett_luce import sample_slates, torch_position_log_probs
 from recsim_personas.recommenders.rl import RLPolicy, SlateNet, SlateNetConfig, obs_to_torch
 
@@ -57,6 +62,8 @@ class Args:
     """the users' choice model: fitted, handset or a directory"""
     algo: str = "ppo"
     """ppo or reinforce"""
+    credit: str = "position"
+    """position (per-position ratios and advantages) or slate (one for the whole slate)"""
     reward: str = "likes"
     """the env's reward: likes, rating or watches"""
     num_envs: int = 64
@@ -100,6 +107,8 @@ def parse() -> Args:
     args = Args(**vars(p.parse_args()))
     if args.algo not in ("ppo", "reinforce"):
         p.error(f"--algo must be ppo or reinforce, got {args.algo!r}")
+    if args.credit not in ("position", "slate"):
+        p.error(f"--credit must be position or slate, got {args.credit!r}")
     return args
 
 
@@ -132,6 +141,7 @@ def main(args: Args) -> dict:
         net.load_state_dict(RLPolicy.load(resume, split_id=split.split_id).net.state_dict())
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     k, n, t_len = envs.unwrapped.slate_size, args.num_envs, args.rollout
+    like = envs.unwrapped.config.like_threshold
 
     obs, _ = envs.reset(seed=args.seed + start)
     restarting = np.zeros(n, dtype=bool)  # NEXT_STEP autoreset: these slots' next action is ignored
@@ -151,7 +161,8 @@ def main(args: Args) -> dict:
         buf_obs = {key: np.zeros((t_len, *obs[key].shape), dtype=obs[key].dtype) for key in keys}
         buf_seen = np.zeros((t_len, n, world.n_items), dtype=bool)
         buf_act = np.zeros((t_len, n, k), dtype=np.int64)
-        buf_logp, buf_val, buf_rew = np.zeros((t_len, n)), np.zeros((t_len, n)), np.zeros((t_len, n))
+        buf_logp, buf_item = np.zeros((t_len, n, k)), np.zeros((t_len, n, k))
+        buf_val, buf_rew = np.zeros((t_len, n)), np.zeros((t_len, n))
         buf_done, buf_valid = np.zeros((t_len, n), dtype=bool), np.zeros((t_len, n), dtype=bool)
         finished = {"returns": [], "pages": [], "exits": 0}
         for t in range(t_len):
@@ -161,16 +172,17 @@ def main(args: Args) -> dict:
             z = logits.double().numpy()
             action = sample_slates(z, k, rng, allowed=~seen)
             with torch.no_grad():
-                logp = torch_position_log_probs(logits, torch.from_numpy(action), torch.from_numpy(~seen)).sum(1)
+                logp = torch_position_log_probs(logits, torch.from_numpy(action), torch.from_numpy(~seen))
             for key in keys:
                 buf_obs[key][t] = obs[key]
             buf_seen[t], buf_act[t], buf_logp[t], buf_val[t] = seen, action, logp.numpy(), value.numpy()
             buf_valid[t] = ~restarting
             t0 = time.perf_counter()
-            obs, reward, terminated, truncated, _ = envs.step(action)
+            obs, reward, terminated, truncated, info = envs.step(action)
             env_seconds += time.perf_counter() - t0
             done = (terminated | truncated) & ~restarting
             buf_rew[t], buf_done[t] = reward, done
+            buf_item[t] = item_rewards(info["watched"], info["ratings"], args.reward, like)
             transitions += int((~restarting).sum())
             ep_return += np.where(restarting, 0.0, reward)
             ep_pages += ~restarting
@@ -194,14 +206,18 @@ def main(args: Args) -> dict:
             adv[t] = gae
             next_value = buf_val[t]
         returns = adv + buf_val
+        if args.credit == "position":  # Â_j = Â - Σ_{l<j} r_l
+            adv_pos = adv[..., None] - (np.cumsum(buf_item, axis=2) - buf_item)
+        else:
+            adv_pos = np.repeat(adv[..., None], k, axis=2)
 
         # ---- policy update ----------------------------------------------------------------------------------
         flat = np.flatnonzero(buf_valid.reshape(-1))
         b_obs = {key: torch.from_numpy(v.reshape(-1, *v.shape[2:])[flat]) for key, v in buf_obs.items()}
         b_allowed = torch.from_numpy(~buf_seen.reshape(-1, world.n_items)[flat])
         b_act = torch.from_numpy(buf_act.reshape(-1, k)[flat])
-        b_logp = torch.from_numpy(buf_logp.reshape(-1)[flat]).float()
-        b_adv = torch.from_numpy(adv.reshape(-1)[flat]).float()
+        b_logp = torch.from_numpy(buf_logp.reshape(-1, k)[flat]).float()
+        b_adv = torch.from_numpy(adv_pos.reshape(-1, k)[flat]).float()
         b_ret = torch.from_numpy(returns.reshape(-1)[flat]).float()
         b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
         epochs, minibatches = (args.epochs, args.minibatches) if args.algo == "ppo" else (1, 1)
@@ -210,13 +226,17 @@ def main(args: Args) -> dict:
             order = torch.from_numpy(rng.permutation(len(flat)))
             for mb in torch.tensor_split(order, minibatches):
                 logits, value = net({key: v[mb] for key, v in b_obs.items()})
-                logp = torch_position_log_probs(logits, b_act[mb], b_allowed[mb]).sum(1)
+                logp = torch_position_log_probs(logits, b_act[mb], b_allowed[mb])
+                old = b_logp[mb]
+                if args.credit == "slate":  # one ratio per slate (its advantage is the same at every position)
+                    logp, old = logp.sum(1, keepdim=True), old.sum(1, keepdim=True)
+                adv_mb = b_adv[mb][:, : logp.shape[1]]
                 if args.algo == "ppo":
-                    ratio = torch.exp(logp - b_logp[mb])
+                    ratio = torch.exp(logp - old)
                     clipped = torch.clamp(ratio, 1 - args.clip, 1 + args.clip)
-                    pg_loss = -torch.min(ratio * b_adv[mb], clipped * b_adv[mb]).mean()
+                    pg_loss = -torch.min(ratio * adv_mb, clipped * adv_mb).mean()
                 else:
-                    pg_loss = -(logp * b_adv[mb]).mean()
+                    pg_loss = -(logp * adv_mb).mean()
                 first = torch.log_softmax(logits.masked_fill(~b_allowed[mb], -1e9), dim=1)
                 entropy = -(first.exp() * first).sum(1).mean()
                 v_loss = ((value - b_ret[mb]) ** 2).mean()

@@ -45,6 +45,7 @@ import recsim_personas  # noqa: F401  (registers the environment ids)
 from recsim_personas.data import load_split
 from recsim_personas.envs import ENV_ID, make_world
 from recsim_personas.envs.item_space import item_factors
+from recsim_personas.envs.session import item_rewards
 from recsim_personas.recommenders.policies import RandomPolicy, top_k_unseen
 from recsim_personas.recommenders.rl import RLPolicy, SlateNet, SlateNetConfig, obs_to_torch
 
@@ -79,7 +80,7 @@ class Args:
     dim: int = 32
     hidden: int = 128
     horizon_days: int = 30
-    """a fresh population once the simulation passes this many days (see rl_reinforce.py)"""
+    """a fresh population (checked every 32 steps) once the simulation passes this many days (see rl_reinforce.py)"""
     seed: int = 2000
     checkpoint_every: int = 1000
     out: str = "runs/rl/slateq"
@@ -96,16 +97,6 @@ def parse() -> Args:
         else:
             p.add_argument(flag, type=type(value), default=value)
     return Args(**vars(p.parse_args()))
-
-
-def item_rewards(info: dict, mode: str, like_threshold: int) -> np.ndarray:
-    """Per shown item, its part of the page reward (float (N, k)); the env's page reward is their sum."""
-    watched, ratings = info["watched"], info["ratings"]
-    if mode == "likes":
-        return (watched & (ratings >= like_threshold)).astype(np.float64)
-    if mode == "rating":
-        return np.where(watched, ratings, 0).astype(np.float64)
-    return watched.astype(np.float64)
 
 
 def slate_values(net: torch.nn.Module, obs: dict[str, torch.Tensor], seen: torch.Tensor, k: int) -> torch.Tensor:
@@ -174,9 +165,11 @@ def main(args: Args) -> dict:
     populations = 0
     bar = tqdm(range(start, args.steps), desc="slateq", disable=not args.progress, initial=start, total=args.steps)
     for step in bar:
-        if envs.unwrapped.population.day >= args.horizon_days and not restarting.any():
+        # the evaluation's horizon: fresh users, checked every 32 steps (a population fills 64 slots in days)
+        if step % 32 == 0 and envs.unwrapped.population.day >= args.horizon_days:
             populations += 1
             obs, _ = envs.reset(seed=args.seed + start + 7919 * populations)
+            restarting[:] = False
         # ---- act: ε-greedy over the top-k of P · Q̄ ----------------------------------------------------------
         eps = max(args.eps_end, args.eps_start + (args.eps_end - args.eps_start) * step / args.eps_decay_steps)
         seen = obs["seen"].astype(bool)
@@ -202,7 +195,7 @@ def main(args: Args) -> dict:
             buf["next_" + key][idx] = obs[key][rows]
         buf["next_seen"][idx] = np.packbits(obs["seen"][rows].astype(bool), axis=1)
         buf["slate"][idx], buf["watched"][idx] = action[rows], info["watched"][rows]
-        buf["item_reward"][idx] = item_rewards(info, args.reward, like)[rows]
+        buf["item_reward"][idx] = item_rewards(info["watched"], info["ratings"], args.reward, like)[rows]
         buf["done"][idx] = done[rows]
         pos, size = (pos + rows.size) % cap, min(cap, size + rows.size)
         transitions += rows.size

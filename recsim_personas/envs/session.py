@@ -377,22 +377,38 @@ def continue_after_page(
 
 
 # ------------------------------------------------------------------------------------------------ reward
-def reward(watched: np.ndarray, ratings: np.ndarray, mode: RewardMode, like_threshold: int = 4) -> np.ndarray:
-    """Reward of each page.
+def item_rewards(watched: np.ndarray, ratings: np.ndarray, mode: RewardMode, like_threshold: int = 4) -> np.ndarray:
+    """Each shown item's part of its page's reward (the page reward, :func:`reward`, is their sum).
 
     Args:
         watched: bool (n, k).
         ratings: int (n, k), ratings of the watched items (other entries ignored).
-        mode: ``"rating"`` (sum of the watched items' ratings), ``"likes"`` (watched items rated at least
-            ``like_threshold``) or ``"watches"`` (items watched).
+        mode: ``"rating"`` (a watched item's rating), ``"likes"`` (1 for a watched item rated at least
+            ``like_threshold``) or ``"watches"`` (1 for a watched item).
+
+    Returns:
+        float64 (n, k); 0 for items not watched.
+    """
+    watched = np.asarray(watched, dtype=bool)
+    if mode == "rating":
+        return np.where(watched, ratings, 0).astype(np.float64)
+    if mode == "likes":
+        return (watched & (np.asarray(ratings) >= like_threshold)).astype(np.float64)
+    if mode == "watches":
+        return watched.astype(np.float64)
+    raise unknown_choice("reward", str(mode), REWARD_MODES)
+
+
+def reward(watched: np.ndarray, ratings: np.ndarray, mode: RewardMode, like_threshold: int = 4) -> np.ndarray:
+    """Reward of each page: the sum of :func:`item_rewards` over the page (``"rating"``: the watched items'
+    ratings; ``"likes"``: watched items rated at least ``like_threshold``; ``"watches"``: items watched).
+
+    Args:
+        watched: bool (n, k).
+        ratings: int (n, k), ratings of the watched items (other entries ignored).
+        mode: ``"rating"``, ``"likes"`` or ``"watches"``.
 
     Returns:
         float64 (n,).
     """
-    if mode == "rating":
-        return np.where(watched, ratings, 0).sum(axis=1).astype(np.float64)
-    if mode == "likes":
-        return (watched & (ratings >= like_threshold)).sum(axis=1).astype(np.float64)
-    if mode == "watches":
-        return watched.sum(axis=1).astype(np.float64)
-    raise unknown_choice("reward", str(mode), REWARD_MODES)
+    return item_rewards(watched, ratings, mode, like_threshold).sum(axis=1)

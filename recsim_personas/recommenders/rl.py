@@ -120,7 +120,11 @@ def _torch_module() -> Any:
                     raise ConfigError(f"popularity must have shape ({n},), got {p.shape}.")
                 bias = ((p - p.mean()) / (p.std() + 1e-9)).astype(np.float32)
             n_heads = 1 if config.head == "pl" else 2
-            self.item_bias = nn.Parameter(torch.from_numpy(np.tile(bias, (n_heads, 1))))
+            # PL: the logits start at popularity; SlateQ: the watch logits do, the item values start at 0 (an
+            # item's value is learned from its watches only, so a popularity start would stay optimistic for
+            # the items that are shown and never watched)
+            biases = np.stack([bias, np.zeros_like(bias)])[:n_heads]
+            self.item_bias = nn.Parameter(torch.from_numpy(biases))
             self.user_emb = nn.Embedding(config.n_users, d) if config.user_embeddings else None
             if self.user_emb is not None:
                 nn.init.zeros_(self.user_emb.weight)
