@@ -46,10 +46,10 @@ from tqdm.auto import tqdm
 import recsim_personas  # noqa: F401  (registers the environment ids)
 from recsim_personas.data import load_split
 from recsim_personas.envs import ENV_ID, make_world
-from recsim_personas.envs.item_space import item_factors
+from recsim_personas.envs.item_space import history_item_factors
 from recsim_personas.envs.session import item_rewards
 from recsim_personas.recommenders.plackett_luce import sample_slates, torch_position_log_probs
-from recsim_personas.recommenders.rl import RLPolicy, SlateNet, SlateNetConfig, obs_to_torch
+from recsim_personas.recommenders.rl import RLPolicy, SlateNet, SlateNetConfig, latest_checkpoint, obs_to_torch
 
 
 @dataclass
@@ -112,12 +112,6 @@ def parse() -> Args:
     return args
 
 
-def newest_checkpoint(out: Path) -> tuple[Path | None, int]:
-    found = sorted((out / "checkpoints").glob("update_*")) if (out / "checkpoints").is_dir() else []
-    found = [c for c in found if (c / "manifest.json").is_file()]
-    return (found[-1], int(found[-1].name.split("_")[1])) if found else (None, 0)
-
-
 def main(args: Args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,14 +123,12 @@ def main(args: Args) -> dict:
     split = load_split(args.split)
     world = make_world(split, args.rater, choice=args.choice)
     envs = gym.make_vec(ENV_ID, num_envs=args.num_envs, world=world, reward=args.reward)
-    history = split.history()
-    item_pos = np.searchsorted(world.item_ids, history["item_id"].to_numpy())
-    factors = item_factors(history["user_id"].to_numpy(), item_pos, world.n_items, dim=args.dim, seed=args.seed)
+    factors = history_item_factors(split.history(), world.item_ids, dim=args.dim, seed=args.seed)
 
     # ---- the policy ---------------------------------------------------------------------------------------
     config = SlateNetConfig(n_items=world.n_items, n_users=world.n_users, dim=args.dim, hidden=args.hidden)
     net = SlateNet(config, item_factors=factors, popularity=world.item_popularity)
-    resume, start = newest_checkpoint(out)
+    resume, start = latest_checkpoint(out)
     if resume is not None:
         net.load_state_dict(RLPolicy.load(resume, split_id=split.split_id).net.state_dict())
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
@@ -219,7 +211,7 @@ def main(args: Args) -> dict:
         b_logp = torch.from_numpy(buf_logp.reshape(-1, k)[flat]).float()
         b_adv = torch.from_numpy(adv_pos.reshape(-1, k)[flat]).float()
         b_ret = torch.from_numpy(returns.reshape(-1)[flat]).float()
-        b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
+        b_adv = (b_adv - b_adv.mean(0)) / (b_adv.std() + 1e-8)  # centred per position (Â_j's mean falls with j)
         epochs, minibatches = (args.epochs, args.minibatches) if args.algo == "ppo" else (1, 1)
         stats = []
         for _ in range(epochs):

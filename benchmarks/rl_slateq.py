@@ -44,10 +44,10 @@ from tqdm.auto import tqdm
 import recsim_personas  # noqa: F401  (registers the environment ids)
 from recsim_personas.data import load_split
 from recsim_personas.envs import ENV_ID, make_world
-from recsim_personas.envs.item_space import item_factors
+from recsim_personas.envs.item_space import history_item_factors
 from recsim_personas.envs.session import item_rewards
 from recsim_personas.recommenders.policies import RandomPolicy, top_k_unseen
-from recsim_personas.recommenders.rl import RLPolicy, SlateNet, SlateNetConfig, obs_to_torch
+from recsim_personas.recommenders.rl import RLPolicy, SlateNet, SlateNetConfig, latest_checkpoint, obs_to_torch
 
 KEYS = ("history_items", "history_ratings", "traits", "user_index")
 
@@ -106,12 +106,6 @@ def slate_values(net: torch.nn.Module, obs: dict[str, torch.Tensor], seen: torch
     return score.masked_fill(seen, -1e9).topk(k, dim=1).values.sum(1)
 
 
-def newest_checkpoint(out: Path) -> tuple[Path | None, int]:
-    found = sorted((out / "checkpoints").glob("update_*")) if (out / "checkpoints").is_dir() else []
-    found = [c for c in found if (c / "manifest.json").is_file()]
-    return (found[-1], int(found[-1].name.split("_")[1])) if found else (None, 0)
-
-
 def main(args: Args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,15 +117,13 @@ def main(args: Args) -> dict:
     world = make_world(split, args.rater, choice=args.choice)
     envs = gym.make_vec(ENV_ID, num_envs=args.num_envs, world=world, reward=args.reward)
     like = envs.unwrapped.config.like_threshold
-    history = split.history()
-    item_pos = np.searchsorted(world.item_ids, history["item_id"].to_numpy())
-    factors = item_factors(history["user_id"].to_numpy(), item_pos, world.n_items, dim=args.dim, seed=args.seed)
+    factors = history_item_factors(split.history(), world.item_ids, dim=args.dim, seed=args.seed)
 
     config = SlateNetConfig(
         n_items=world.n_items, n_users=world.n_users, dim=args.dim, hidden=args.hidden, head="slateq"
     )
     net = SlateNet(config, item_factors=factors, popularity=world.item_popularity)
-    resume, start = newest_checkpoint(out)
+    resume, start = latest_checkpoint(out)
     if resume is not None:
         net.load_state_dict(RLPolicy.load(resume, split_id=split.split_id).net.state_dict())
     target = copy.deepcopy(net).requires_grad_(False)
@@ -247,6 +239,9 @@ def main(args: Args) -> dict:
                 "reward_per_page": float(np.mean(window["reward"])),
                 "watch_rate": float(np.mean(window["watch"])),
                 "sessions": window["sessions"],
+                # pages played and reward per session that ended in the window (a ratio of the window's totals)
+                "pages_per_session": len(window["reward"]) / max(1, window["sessions"]),
+                "return_per_session": float(np.sum(window["reward"])) / max(1, window["sessions"]),
                 "exit_rate": window["exits"] / max(1, window["sessions"]),
                 "returning_users": 1.0 - envs.unwrapped.population.churned_users() / world.n_users,
                 "loss_q": float(np.mean(window["loss_q"])) if window["loss_q"] else None,

@@ -15,6 +15,8 @@ import numpy as np
 from recsim_personas.errors import ConfigError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from recsim_personas.envs.world import World
 
 
@@ -69,3 +71,19 @@ def world_item_factors(world: World, dim: int = 32, seed: int = 0) -> np.ndarray
     users = np.concatenate([np.full(len(h), u, dtype=np.int64) for u, h in enumerate(world.history_items)])
     items = np.concatenate(world.history_items).astype(np.int64)
     return item_factors(users, items, world.n_items, dim=dim, seed=seed)
+
+
+def history_item_factors(history: pd.DataFrame, item_ids: np.ndarray, dim: int = 32, seed: int = 0) -> np.ndarray:
+    """:func:`item_factors` of a ratings frame (e.g. ``split.history()``: every user's train and background
+    ratings), rows in the order of ``item_ids`` (e.g. ``world.item_ids``, ascending). float32 (len(item_ids), dim).
+
+    Raises:
+        ConfigError: a rated item that is not in ``item_ids``.
+    """
+    ids = np.asarray(item_ids)
+    rated = history["item_id"].to_numpy()
+    pos = np.searchsorted(ids, rated).clip(max=len(ids) - 1)
+    if not (ids[pos] == rated).all():
+        missing = np.unique(rated[ids[pos] != rated])[:5].tolist()
+        raise ConfigError(f"rated items {missing} are not among the item ids given; pass the world's item_ids.")
+    return item_factors(history["user_id"].to_numpy(), pos, len(ids), dim=dim, seed=seed)

@@ -335,3 +335,11 @@ class RLPolicy(SeenAwarePolicy):
             train_seconds=manifest.get("train_seconds"),
             **kwargs,
         )
+
+
+def latest_checkpoint(directory: str | os.PathLike[str]) -> tuple[Path | None, int]:
+    """The newest finished checkpoint ``directory/checkpoints/update_N`` (one with a manifest) and ``N``, or
+    ``(None, 0)``: where a training script resumes."""
+    root = Path(directory) / "checkpoints"
+    found = [c for c in sorted(root.glob("update_*")) if has_manifest(c)] if root.is_dir() else []
+    return (found[-1], int(found[-1].name.split("_")[1])) if found else (None, 0)

@@ -26,3 +26,19 @@ def test_bad_inputs_are_refused():
         item_factors(np.array([0, 1]), np.array([0, 1]), n_items=3, dim=5)
     with pytest.raises(ConfigError, match="item indices"):
         item_factors(np.array([0, 1]), np.array([0, 7]), n_items=3, dim=1)
+
+
+def test_history_factors_follow_the_item_ids_and_refuse_unknown_items():
+    import pandas as pd
+
+    from recsim_personas.envs.item_space import history_item_factors
+
+    users = np.repeat(np.arange(40), 5)
+    items = np.concatenate([np.arange(5) if u < 20 else np.arange(5, 10) for u in range(40)])
+    ids = np.arange(10) * 10 + 7  # item ids 7, 17, ..., 97
+    history = pd.DataFrame({"user_id": users + 100, "item_id": ids[items]})
+    np.testing.assert_allclose(
+        history_item_factors(history, ids, dim=2), item_factors(users, items, n_items=10, dim=2), atol=1e-6
+    )
+    with pytest.raises(ConfigError, match=r"rated items \[7\]"):
+        history_item_factors(history, ids[1:], dim=2)
