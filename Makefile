@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml Makefile
 # agent (user encoder pretrained on the history, then trained to rate; scored beside the text agents), the choice
 # model and sessions fitted on the logs with the simulator's fidelity suite, 30 simulated days, and the
 # offline-vs-simulated gap report of five recommenders (Random, Popular, RecBole BPR, LightGCN, SASRec), with the
-# USER-LLM agent as the simulated users. The USER-LLM steps are skipped when their artifact is already finished
-# (an interrupted one resumes).
+# USER-LLM agent as the simulated users, a SlateQ recommender trained against those users and in the gap report beside
+# the others, and off-policy estimates of three policies from a stochastic policy's logs checked against the simulator.
+# The USER-LLM and SlateQ steps are skipped when their artifact is already finished (an interrupted one resumes).
 # Data comes from $$RECSIM_PERSONAS_DATA_DIR when set, else the user cache, else a GroupLens download.
 demo: $(STAMP)
 	$(BIN)/recsim-personas data prepare --dataset ml-100k --out $(DEMO_DIR)/split --users 200 --seed 0
@@ -52,7 +53,9 @@ demo: $(STAMP)
 	$(BIN)/recsim-personas choice fit --split $(DEMO_DIR)/split --out $(DEMO_DIR)/choice --overwrite
 	$(BIN)/recsim-personas fidelity --split $(DEMO_DIR)/split --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/fidelity_suite
 	$(BIN)/recsim-personas simulate --split $(DEMO_DIR)/split --days 30 --policy random --seed 0 --choice $(DEMO_DIR)/choice --rater $(GAP_RATER)
-	$(BIN)/recsim-personas benchmark --split $(DEMO_DIR)/split --rater $(GAP_RATER) --policies random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec --seeds 0,1,2 --days 30 --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/gap
+	test -f $(DEMO_DIR)/rl_slateq/policy/manifest.json || $(BIN)/python benchmarks/rl_slateq.py --split $(DEMO_DIR)/split --rater $(GAP_RATER) --choice $(DEMO_DIR)/choice --steps 1500 --out $(DEMO_DIR)/rl_slateq
+	$(BIN)/recsim-personas benchmark --split $(DEMO_DIR)/split --rater $(GAP_RATER) --policies rl:$(DEMO_DIR)/rl_slateq/policy,random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec --seeds 0,1,2 --days 30 --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/gap
+	$(BIN)/recsim-personas ope --split $(DEMO_DIR)/split --choice $(DEMO_DIR)/choice --behaviour 'pl:0.5*pop+affinity' --targets 'pl:affinity@0.5,greedy:affinity,greedy:pop' --seeds 0,1,2 --pages 2000 --out $(DEMO_DIR)/ope
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -30,8 +30,8 @@ def register_ope(
         " value of the target at the logged contexts. Prints bias, RMSE, relative error and interval coverage"
         " per estimator and target over the seeds, and how the error grows with the target's distance from the"
         " behaviour. Policies are specs KIND:SCORES[@TEMPERATURE], e.g. pl:0.5*pop+affinity@0.5, greedy:affinity,"
-        " pl:uniform (bases: pop, affinity, bpr with --recbole-dir, uniform). --out writes report.md/.json/.png"
-        " and per-seed results, reused when the command is run again with the same settings.",
+        " pl:uniform (bases: pop, affinity, bpr with --recbole-dir, rl with --rl-dir, uniform). --out writes"
+        " report.md/.json/.png and per-seed results, reused when the command is run again with the same settings.",
     )
     p.add_argument("--split", required=True, help="split directory (from `data prepare`)")
     p.add_argument("--rater", default="bias", help=RATER_HELP)

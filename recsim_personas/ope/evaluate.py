@@ -70,6 +70,7 @@ class OPEConfig:
         target_error: the relative RMSE the report judges each estimator against.
         on_policy: also run each target itself for its on-policy page reward.
         recbole_dir: a trained RecBole model directory, for the bpr base score.
+        rl_dir: a trained RL policy directory, for the rl base score (``greedy:rl`` is that policy).
     """
 
     behaviour: str = "pl:0.5*pop+affinity"
@@ -88,6 +89,7 @@ class OPEConfig:
     target_error: float = 0.10
     on_policy: bool = True
     recbole_dir: str | None = None
+    rl_dir: str | None = None
 
     def __post_init__(self) -> None:
         behaviour = PolicySpec.parse(self.behaviour)
@@ -315,6 +317,11 @@ def _recorded_settings(config: OPEConfig, world: World, session_config: SessionC
     d["world"] = world_description(world)
     sessions = session_config or world.session_config
     d["session_config"] = sessions.to_dict() if sessions is not None else None
+    for key in ("recbole_dir", "rl_dir"):  # a model retrained in the same directory invalidates the results
+        if d.get(key) is not None:
+            from recsim_personas.artifacts import manifest_digest
+
+            d[key + "_manifest"] = manifest_digest(d[key])
     return d
 
 
@@ -393,7 +400,9 @@ def evaluate_offpolicy(
                 " Split) instead of a World, with rater= and choice=."
             )
         split = split_or_world
-    bank = ScoreBank(world, factor_dim=config.factor_dim, recbole_dir=config.recbole_dir, split=split)
+    bank = ScoreBank(
+        world, factor_dim=config.factor_dim, recbole_dir=config.recbole_dir, split=split, rl_dir=config.rl_dir
+    )
     settings = _recorded_settings(config, world, session_config)
     out_dir = Path(out) if out is not None else None
     results, reused = [], []

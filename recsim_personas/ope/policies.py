@@ -7,7 +7,9 @@ A policy is written as a spec string, ``KIND:SCORES[@TEMPERATURE]``:
 - ``SCORES`` — a sum of ``[weight*]name`` terms over the base scores: ``pop`` (``log(1 + popularity)``),
   ``affinity`` (the mean item factor of the user's observed history · each item's factor, item factors from
   :func:`~recsim_personas.envs.item_space.world_item_factors`), ``bpr`` (a trained RecBole model's scores; needs
-  ``recbole_dir``) and ``uniform`` (all zero: ``pl:uniform`` is the uniformly random slate);
+  ``recbole_dir``), ``rl`` (a trained RL policy's scores, :class:`~recsim_personas.recommenders.rl.RLPolicy`;
+  needs ``rl_dir``: ``greedy:rl`` is that policy as it is evaluated) and ``uniform`` (all zero: ``pl:uniform``
+  is the uniformly random slate);
 - ``TEMPERATURE`` — the PL logits are the mixed scores divided by it (default 1; ignored by ``greedy``).
 
 Every base score is standardised per row over the allowed (unseen) items (mean 0, standard deviation 1), so a
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from recsim_personas.envs.world import World
 
 KINDS = ("pl", "greedy")
-BASES = ("pop", "affinity", "bpr", "uniform")
+BASES = ("pop", "affinity", "bpr", "rl", "uniform")
 _TERM = re.compile(r"^\s*(?:(?P<w>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\*\s*)?(?P<name>[a-z]+)\s*$")
 
 
@@ -129,19 +131,28 @@ class ScoreBank:
         factor_dim: dimension of the item factors (``affinity``).
         recbole_dir: a trained RecBole model directory (``RecBolePolicy.load``) for ``bpr``; optional.
         split: the split the RecBole model was trained on (a directory or a loaded Split), with ``recbole_dir``.
+        rl_dir: a trained RL policy directory (``RLPolicy.load``, checked against the world's split) for ``rl``.
 
     Attributes:
         item_factors: float32 (n_items, factor_dim).
         log_popularity: float64 (n_items,).
     """
 
-    def __init__(self, world: World, factor_dim: int = 32, recbole_dir: str | None = None, split: Any = None) -> None:
+    def __init__(
+        self,
+        world: World,
+        factor_dim: int = 32,
+        recbole_dir: str | None = None,
+        split: Any = None,
+        rl_dir: str | None = None,
+    ) -> None:
         from recsim_personas.envs.item_space import world_item_factors
 
         self.world = world
         self.item_factors = world_item_factors(world, dim=factor_dim)
         self.log_popularity = np.log1p(np.asarray(world.item_popularity, dtype=np.float64))
         self._recbole_dir, self._split, self._recbole = recbole_dir, split, None
+        self._rl_dir, self._rl = rl_dir, None
 
     def context(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The user vector of each observation: the mean factor of its observed history, float32 (N, factor_dim)
@@ -165,7 +176,21 @@ class ScoreBank:
             known = scores > -1e29  # RecBole's unknown items get -1e30: put them at the row's lowest known score
             low = np.where(known, scores, np.inf).min(axis=1, keepdims=True)
             return np.where(known, scores, np.where(np.isfinite(low), low, 0.0))
+        if name == "rl":
+            return self._rl_policy().scores(obs)
         raise unknown_choice("base score", name, BASES)
+
+    def _rl_policy(self) -> Any:
+        if self._rl is None:
+            if self._rl_dir is None:
+                raise ConfigError(
+                    "the 'rl' base score needs a trained RL policy. Fix: pass rl_dir= (e.g. the policy directory of"
+                    " benchmarks/rl_slateq.py --out DIR: DIR/policy) or drop 'rl' from the spec."
+                )
+            from recsim_personas.recommenders.rl import RLPolicy
+
+            self._rl = RLPolicy.load(self._rl_dir, split_id=self.world.split_id, n_items=self.world.n_items)
+        return self._rl
 
     def _bpr(self) -> Any:
         if self._recbole is None:

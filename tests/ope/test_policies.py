@@ -96,3 +96,25 @@ def test_bpr_base_needs_a_model(tiny_world, bank):
     policy = SlatePolicy("pl:bpr", bank, 5)
     with pytest.raises(ConfigError, match="the 'bpr' base score needs a trained RecBole model"):
         policy.logits(_obs(tiny_world, [0]))
+
+
+def test_a_trained_rl_policy_is_a_base_score_and_greedy_rl_is_that_policy(tiny_world, tmp_path):
+    import torch
+
+    from recsim_personas.envs.model import Population
+    from recsim_personas.recommenders.rl import RLPolicy, SlateNet, SlateNetConfig
+
+    torch.manual_seed(0)
+    config = SlateNetConfig(n_items=tiny_world.n_items, n_users=tiny_world.n_users, dim=4, hidden=8)
+    net = SlateNet(config, popularity=tiny_world.item_popularity)
+    path = RLPolicy(net, slate_size=4, split_id=tiny_world.split_id).save(tmp_path / "rl")
+    policy = RLPolicy.load(path)
+    users = np.arange(5)
+    obs = Population(tiny_world, rng=np.random.default_rng(0)).observe(users, 8)
+    obs["user_index"] = users
+    bank = ScoreBank(tiny_world, factor_dim=4, rl_dir=str(path))
+    np.testing.assert_allclose(bank.base("rl", obs), policy.scores(obs))
+    greedy = SlatePolicy("greedy:rl", bank, slate_size=4)
+    np.testing.assert_array_equal(greedy.act_batch(obs), policy.act_batch(obs))
+    with pytest.raises(ConfigError, match="needs a trained RL policy"):
+        ScoreBank(tiny_world, factor_dim=4).base("rl", obs)
