@@ -31,12 +31,15 @@ def register_benchmark(
         parents=[common_parent],
         help="offline vs simulated metrics of recommenders (the gap report)",
         description="For each policy (random, pop, recbole:<Model> — any RecBole general or sequential model,"
-        " trained on the split's history —, rl:DIR — an RL policy trained on the split): Recall/NDCG/MRR@10 on the held-out test part, then --days simulated"
+        " trained on the split's history —, rl:DIR — an RL policy trained on the split): Recall/NDCG/MRR@10 on the"
+        " held-out test part, then --days simulated"
         " days of the split's users per seed (mean rating, like rate, watch rate, pages per session, exit rate,"
         " users still returning, liked watches per user, with confidence intervals over seeds). Prints both"
         " rankings, Kendall tau, per-model deltas and a fidelity check of the simulator; --out writes gap.md,"
         " gap.json, gap.png and the trained models (reused by later runs with the same settings). A policy that"
-        " fails is listed in the report and the others go on; the exit status is then 1.",
+        " fails is listed in the report and the others go on; the exit status is then 1. --backend ray runs the"
+        " simulations as Ray tasks (--workers at a time, on --ray-address or a local Ray session) with the same"
+        " figures.",
     )
     p.add_argument("--split", required=True, help="split directory (from `data prepare`)")
     group = p.add_argument_group("the benchmark (GapConfig; defaults from the dataclass, see recommenders/gap.py)")

@@ -29,13 +29,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import mesa
 import numpy as np
-from mesa.experimental.devs import DEVSimulator, Priority
 from tqdm.auto import tqdm
 
 from recsim_personas.agents.rater import RaterSession, open_session
 from recsim_personas.choice.model import ChoiceSession, open_choice
+from recsim_personas.envs._mesa import DEVSimulator, Priority, mesa
 from recsim_personas.envs.metrics import DayStats, reporters, summarise
 from recsim_personas.envs.reaction import Reaction, react_page
 from recsim_personas.envs.session import SessionConfig, return_propensity, start_probability

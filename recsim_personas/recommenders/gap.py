@@ -11,6 +11,10 @@ RecBole models), runs the simulated population under it for several seeds
 A policy that fails (any :class:`~recsim_personas.errors.RecsimPersonasError`, e.g. a RecBole model that fails
 to train) is recorded in the report's ``failures`` and the benchmark goes on with the others; RecBole models
 that did train are saved to ``models_dir`` as soon as they are, so a rerun reuses them.
+
+The policies are built and measured offline one after another; then all their simulations run together on
+``GapConfig.backend``: ``local`` (this process) or ``ray`` (each (policy, seed) run a Ray task; the same figures,
+see :mod:`.simulated`). The report's ``config`` records the backend.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -36,6 +40,7 @@ from recsim_personas.recommenders.gap_policies import (
     policy_config,
 )
 from recsim_personas.recommenders.gap_report import GapReport, PolicyFailure, PolicyResult
+from recsim_personas.recommenders.simulated import check_backend
 
 if TYPE_CHECKING:
     from recsim_personas.data.split import Split
@@ -77,6 +82,10 @@ class GapConfig:
             fitted on the split's history), ``handset`` (the hand-set formula and sessions), or a directory from
             `recsim-personas choice fit`.
         session: the simulated users' behaviour coefficients (default: those that go with ``choice``).
+        backend: where the simulations run: local (this process) or ray (Ray tasks, one per policy and seed;
+            the same figures; needs pip install 'recsim-personas[ray]').
+        workers: with the ray backend, at most this many simulations at once (default: all CPUs of the session).
+        ray_address: with the ray backend, the Ray cluster to connect to (default: a local Ray session).
     """
 
     policies: tuple[str, ...] = DEFAULT_POLICIES
@@ -88,6 +97,9 @@ class GapConfig:
     epochs: int | None = None
     choice: str = "fitted"
     session: SessionConfig | None = None
+    backend: Literal["local", "ray"] = "local"
+    workers: int | None = None
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", parse_policies(self.policies))
@@ -118,6 +130,7 @@ class GapConfig:
             object.__setattr__(self, "session", SessionConfig.from_dict(dict(self.session)))
         if self.session is not None and not isinstance(self.session, SessionConfig):
             raise ConfigError(f"GapConfig.session must be a SessionConfig, got {type(self.session).__name__}.")
+        check_backend(self.backend, self.ray_address, self.workers, owner="GapConfig.", workers_name="workers")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -148,12 +161,16 @@ def run_gap_benchmark(
         models_dir: where trained RecBole models are saved (and reused from when they match).
         progress: progress bars.
 
+    The simulations run on ``config.backend`` (``"ray"``: Ray tasks, ``config.workers`` at a time, on the cluster
+    at ``config.ray_address`` or a local session); the figures do not depend on it.
+
     Returns:
         the report; the policies that failed are in its ``failures``, every other policy's figures in its
         ``results``.
 
     Raises:
-        RecsimPersonasError: a split or rater that cannot be loaded (nothing is run).
+        RecsimPersonasError: a split or rater that cannot be loaded, or ``backend="ray"`` without Ray installed
+            (``ConfigError`` naming ``pip install 'recsim-personas[ray]'``); nothing is run.
     """
     from recsim_personas.data import load_split
     from recsim_personas.envs.world import make_world
@@ -171,6 +188,13 @@ def run_gap_benchmark(
     results: list[PolicyResult] = []
     failures: list[PolicyFailure] = []
     all_watched: list[Mapping[str, np.ndarray]] = []
+    if config.backend == "ray":
+        from recsim_personas.recommenders.simulated import import_ray
+
+        import_ray()  # fail before any policy is built
+    # 1. build each policy and measure it offline (here); 2. simulate all of them at once (local or on Ray, where
+    # every (policy, seed) run is a task); 3. the per-policy results, in the configured order
+    built: list[tuple[str, Any, Any, Any, Any, float]] = []
     for name in config.policies:
         logger.info("policy %s", name)
         settings = policy_config(name, seed=config.seeds[0], epochs=config.epochs)
@@ -190,12 +214,15 @@ def run_gap_benchmark(
             stage = "offline"
             t1 = time.perf_counter()
             offline, recbole = _offline(name, policy, split, world, config)
-            t2 = time.perf_counter()
-            stage = "simulate"
-            sim = _simulate(policy, world, config, session, split.test, progress)
+            built.append((name, policy, offline, recbole, settings, time.perf_counter() - t1))
         except RecsimPersonasError as exc:
             logger.warning("policy %s failed while %s (%s); going on with the others", name, stage, exc)
             failures.append(PolicyFailure(name, stage, type(exc).__name__, str(exc), settings))
+    sims = _simulate([b[1] for b in built], world, config, session, split.test, progress) if built else []
+    for (name, policy, offline, recbole, settings, offline_seconds), sim in zip(built, sims, strict=True):
+        if isinstance(sim, RecsimPersonasError):
+            logger.warning("policy %s failed while simulate (%s); going on with the others", name, sim)
+            failures.append(PolicyFailure(name, "simulate", type(sim).__name__, str(sim), settings))
             continue
         all_watched += list(sim.watched)
         results.append(
@@ -205,7 +232,7 @@ def run_gap_benchmark(
                 simulated={m: v.to_dict() for m, v in sim.metrics.items()},
                 recbole=recbole,
                 train_seconds=getattr(policy, "train_seconds", None),
-                offline_seconds=t2 - t1,
+                offline_seconds=offline_seconds,
                 simulated_seconds=sim.seconds,
                 watched_test=watched_test(sim.watched, split.test, split.train, like_threshold=like),
                 config=settings,
@@ -213,6 +240,8 @@ def run_gap_benchmark(
                 replay=replay_check(sim, split.test),
             )
         )
+    order = {name: k for k, name in enumerate(config.policies)}
+    failures.sort(key=lambda f: order[f.name])
     fidelity = {
         "rater_on_test": rater_on_test(world, split.test, seed=config.seeds[0], like_threshold=like),
         "watched_test": watched_test(all_watched, split.test, split.train, like_threshold=like),
@@ -232,7 +261,7 @@ def run_gap_benchmark(
         failures=failures,
         rater_artifact=rater_artifact(config.rater, world),
         wall_seconds=time.perf_counter() - t0,
-        versions=_versions(config.policies),
+        versions=_versions(config.policies, config.backend),
     )
 
 
@@ -251,18 +280,25 @@ def _offline(name: str, policy: Any, split: Split, world: World, config: GapConf
     return offline, recbole
 
 
-def _simulate(policy: Any, world: World, config: GapConfig, session: SessionConfig, test: Any, progress: bool) -> Any:
-    from recsim_personas.recommenders.simulated import evaluate_policy
+def _simulate(
+    policies: Sequence[Any], world: World, config: GapConfig, session: SessionConfig, test: Any, progress: bool
+) -> list[Any]:
+    """Each policy's simulated metrics, or the RecsimPersonasError its runs raised, on the config's backend."""
+    from recsim_personas.recommenders.simulated import evaluate_policies
 
-    return evaluate_policy(
+    return evaluate_policies(
         ENV_ID,
-        policy,
+        policies,
         config.seeds,
         days=config.days,
         world=world,
         session_config=session,
         progress=progress,
         test=test,
+        backend=config.backend,
+        ray_address=config.ray_address,
+        num_workers=config.workers,
+        return_errors=True,
     )
 
 
@@ -283,8 +319,9 @@ def rater_artifact(spec: str, world: World) -> dict[str, Any]:
     return out
 
 
-def _versions(policies: Sequence[str]) -> dict[str, str | None]:
+def _versions(policies: Sequence[str], backend: str = "local") -> dict[str, str | None]:
     from recsim_personas.artifacts import library_versions
 
     recbole = ("recbole", "torch") if any(n.startswith(RECBOLE_PREFIX) for n in policies) else ()
-    return library_versions("scipy", "pandas", "mesa", "gymnasium", *recbole)
+    ray = ("ray",) if backend == "ray" else ()
+    return library_versions("scipy", "pandas", "mesa", "gymnasium", *recbole, *ray)

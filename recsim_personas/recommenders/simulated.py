@@ -21,19 +21,34 @@ DataCollector's totals:
 and reports each metric's mean over seeds with a Student-t confidence interval. The slates are checked
 on the way: a policy that shows out-of-range items, repeats, or items the user has seen while unseen ones
 remain is stopped with a clear error.
+
+Backends. ``backend="local"`` runs the work units one after another in this process; ``backend="ray"`` spreads
+them over Ray tasks (a local ``ray.init(num_cpus=num_workers)``, or the cluster at ``ray_address``; a session
+that is already initialised is used as it is). A *work unit* is one (policy, seed) run — or, for a policy
+without a ``seed`` method, all of that policy's seeds in order, since its random state carries from one seed
+to the next. The world, the test mask and each policy are put in Ray's object store once; every unit runs
+:func:`_run_seed`, the same function the local backend runs, so the figures are identical. Users of one run are
+**not** sharded: they share the population's simulated clock, its one random generator (drawn in the order of
+the sessions' start minutes) and the rater's batched calls per step, and coverage is a property of the whole
+run, so splitting a population would change the figures.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from recsim_personas.errors import ConfigError, unknown_choice
+from recsim_personas.errors import ConfigError, RecsimPersonasError, unknown_choice
+
+logger = logging.getLogger(__name__)
 
 SIM_METRICS = (
     "mean_rating",
@@ -49,6 +64,9 @@ SIM_METRICS = (
 """The simulated metrics, in report order."""
 RATES = ("like_rate", "watch_rate", "exit_rate", "returning", "coverage")
 """The metrics that are shares (their intervals are clipped to [0, 1])."""
+BACKENDS = ("local", "ray")
+"""Where the simulation runs: in this process, or spread over Ray tasks."""
+RAY_FIX = "Fix: pip install 'recsim-personas[ray]'"
 
 
 @dataclass(frozen=True)
@@ -170,6 +188,69 @@ def _make_env(env_id: str, **kwargs: Any) -> Any:
     return gym.make(env_id, disable_env_checker=True, **{k: v for k, v in kwargs.items() if v is not None})
 
 
+def check_backend(
+    backend: Any, ray_address: Any = None, num_workers: Any = None, owner: str = "", workers_name: str = "num_workers"
+) -> None:
+    """Validate the simulation backend's settings (``owner`` prefixes the field names in the messages,
+    ``workers_name`` is the caller's name for ``num_workers``).
+
+    Raises:
+        ConfigError: an unknown backend (with close matches), a ``ray_address`` that is not a non-empty string,
+            a ``num_workers`` that is not a positive integer, or either given with the local backend.
+    """
+    if backend not in BACKENDS:
+        raise unknown_choice(f"{owner}backend", str(backend), BACKENDS)
+    if ray_address is not None and (not isinstance(ray_address, str) or not ray_address.strip()):
+        raise ConfigError(
+            f"{owner}ray_address must be a Ray cluster address such as 'ray://host:10001', got {ray_address!r}."
+        )
+    if num_workers is not None and (
+        isinstance(num_workers, bool) or not isinstance(num_workers, int | np.integer) or num_workers < 1
+    ):
+        raise ConfigError(f"{owner}{workers_name} must be a positive integer (or None: all CPUs), got {num_workers!r}.")
+    if backend == "local" and (ray_address is not None or num_workers is not None):
+        given = "ray_address" if ray_address is not None else workers_name
+        raise ConfigError(
+            f"{owner}{given} applies to the Ray backend only, got {given} with backend='local'. Fix: backend='ray'."
+        )
+
+
+def import_ray() -> Any:
+    """The ``ray`` module.
+
+    Raises:
+        ConfigError: Ray is not installed (names the extra to install).
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(f"backend='ray' needs Ray, which is not installed ({exc}). {RAY_FIX}") from exc
+    return ray
+
+
+@contextmanager
+def ray_session(ray_address: str | None = None, num_workers: int | None = None) -> Iterator[Any]:
+    """A Ray session for the duration of the block: the one already initialised if there is one (left running),
+    else ``ray.init(address=ray_address)`` or a local ``ray.init(num_cpus=num_workers or os.cpu_count())``, shut
+    down at the end. Yields the ``ray`` module.
+
+    Raises:
+        ConfigError: Ray is not installed.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    if ray_address is not None:
+        ray.init(address=ray_address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
 def evaluate_policy(
     env_id: str,
     policy: Any,
@@ -184,6 +265,9 @@ def evaluate_policy(
     confidence: float = 0.95,
     progress: bool = True,
     test: Any = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
 ) -> SimulatedMetrics:
     """Run the population of ``env_id``'s world for ``days`` days under ``policy``, once per seed.
 
@@ -201,15 +285,64 @@ def evaluate_policy(
         progress: a progress bar over seeds.
         test: the split's test ratings (``user_id``, ``item_id``): counts how often the policy showed a user a
             movie it rated in the test part (``shown_test``).
+        backend: ``"local"`` (this process) or ``"ray"`` (Ray tasks, one per seed; see the module docstring:
+            the same figures as ``"local"``). With Ray the world and the policy are sent to the workers
+            (cloudpickle), and the local backend's policy object is not advanced by the runs.
+        ray_address: a Ray cluster to connect to (default: an initialised session, else a local one).
+        num_workers: at most this many units run at once (default: the session's CPUs); also the
+            ``num_cpus`` of a local session started here.
 
     Raises:
-        ConfigError: an unknown environment id (with close matches), bad seeds or days, or a policy that
-            returns invalid or seen items.
+        ConfigError: an unknown environment id (with close matches), bad seeds or days, a bad backend setting,
+            Ray not installed with ``backend="ray"``, or a policy that returns invalid or seen items.
     """
+    return evaluate_policies(
+        env_id,
+        [policy],
+        seeds,
+        days=days,
+        split=split,
+        rater=rater,
+        world=world,
+        session_config=session_config,
+        history_len=history_len,
+        confidence=confidence,
+        progress=progress,
+        test=test,
+        backend=backend,
+        ray_address=ray_address,
+        num_workers=num_workers,
+    )[0]
+
+
+def evaluate_policies(
+    env_id: str,
+    policies: Sequence[Any],
+    seeds: Iterable[int] = (0, 1, 2),
+    *,
+    return_errors: bool = False,
+    **kwargs: Any,
+) -> list[Any]:
+    """:func:`evaluate_policy` for several policies at once: with ``backend="ray"`` all (policy, seed) units are
+    spread over the workers together (several policies keep both workers busy where one policy's three seeds
+    would leave one idle). Keyword arguments as :func:`evaluate_policy`; ``history_len`` applies to every policy.
+
+    Returns:
+        one :class:`SimulatedMetrics` per policy, in order; with ``return_errors``, a policy whose run raised a
+        :class:`~recsim_personas.errors.RecsimPersonasError` gets that error in its place instead of the call
+        raising it.
+    """
+    import inspect
     import time
 
-    from recsim_personas.envs.model import Population
-
+    params = inspect.signature(evaluate_policy).parameters
+    known = [k for k in params if k not in ("env_id", "policy", "seeds")]
+    unknown = [k for k in kwargs if k not in known]
+    if unknown:
+        raise unknown_choice("evaluate_policies argument", unknown[0], known)
+    kwargs = {k: kwargs.get(k, params[k].default) for k in known}  # evaluate_policy's defaults, stated once
+    days, confidence, progress, test = kwargs["days"], kwargs["confidence"], kwargs["progress"], kwargs["test"]
+    backend, ray_address, num_workers = kwargs["backend"], kwargs["ray_address"], kwargs["num_workers"]
     seeds = tuple(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0 for s in seeds):
         raise ConfigError(f"seeds must be a non-empty list of non-negative integers, got {list(seeds)!r}.")
@@ -217,57 +350,186 @@ def evaluate_policy(
         raise ConfigError(f"days must be a positive integer, got {days!r}.")
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}.")
-    slate_size = getattr(policy, "slate_size", None)
-    if isinstance(slate_size, bool) or not isinstance(slate_size, int | np.integer) or slate_size < 1:
-        raise ConfigError(f"the policy needs a positive integer slate_size, got {slate_size!r}.")
+    check_backend(backend, ray_address, num_workers)
+    if not policies:
+        raise ConfigError("evaluate_policies needs at least one policy, got none.")
+    sizes = {int(_slate_size(p)) for p in policies}
+    if len(sizes) != 1:
+        raise ConfigError(f"the policies must share one slate_size, got {sorted(sizes)}.")
+    if backend == "ray":
+        import_ray()  # fail before any work
     env = _make_env(
-        env_id, split=split, rater=rater, world=world, session_config=session_config, slate_size=int(slate_size)
+        env_id,
+        split=kwargs["split"],
+        rater=kwargs["rater"],
+        world=kwargs["world"],
+        session_config=kwargs["session_config"],
+        slate_size=sizes.pop(),
     )
     base = env.unwrapped
     w, config = base.world, base.config
-    if history_len is None:
-        history_len = int(getattr(policy, "history_len", None) or base.history_len)
-    checked = CheckedPolicy(policy, w.n_items, None if test is None else pair_mask(w, test))
-    per_seed: dict[str, list[float]] = {name: [] for name in SIM_METRICS}
-    totals, watched, sessions, shown_test, shown_total = [], [], [], [], []
-    t0 = time.perf_counter()
-    for seed in tqdm(seeds, desc=f"simulating {checked.name}", unit="seed", disable=not progress):
-        pop_seq, policy_seq = np.random.SeedSequence(int(seed)).spawn(2)
-        if callable(getattr(policy, "seed", None)):
-            policy.seed(policy_seq)
-        population = Population(w, config, rng=np.random.default_rng(pop_seq))
-        checked.reset_counts()
-        summary = population.run_days(days, checked, history_len=history_len, progress=False)
-        t = summary["totals"]
-        totals.append(t)
-        values = _seed_metrics(t, w.n_users)
-        shown = checked.shown
-        values["coverage"] = float((shown > 0).mean())
-        values["shown_popularity"] = float(shown @ w.item_popularity / shown.sum()) if shown.sum() else 0.0
-        for name in SIM_METRICS:
-            per_seed[name].append(values[name])
-        watched.append(population.watches())
-        sessions.append(population.ended_sessions())
-        shown_total.append(int(shown.sum()))
-        if test is not None:
-            shown_test.append(checked.shown_test)
     env.close()
+    history_len = kwargs["history_len"]
+    lens = [int(history_len or getattr(p, "history_len", None) or base.history_len) for p in policies]
+    mask = None if test is None else pair_mask(w, test)
+    names = [str(getattr(p, "name", type(p).__name__)) for p in policies]
+    # a unit: (policy index, the seeds it runs in order); a policy without seed() keeps its state across seeds
+    units = [
+        (i, (int(s),) if callable(getattr(p, "seed", None)) else tuple(int(x) for x in seeds))
+        for i, p in enumerate(policies)
+        for s in (seeds if callable(getattr(p, "seed", None)) else seeds[:1])
+    ]
+    desc = f"simulating {names[0]}" if len(policies) == 1 else f"simulating {len(policies)} policies"
+    bar = tqdm(total=len(policies) * len(seeds), desc=desc, unit="run", disable=not progress)
+    t0 = time.perf_counter()
+    runs: dict[int, list[Any]] = {}
+    if backend == "local":
+        for i, unit_seeds in units:
+            try:
+                runs.setdefault(i, []).extend(_run_unit(w, config, policies[i], unit_seeds, days, lens[i], mask))
+            except RecsimPersonasError as exc:
+                if not return_errors:
+                    raise
+                runs[i] = [exc]
+            bar.update(len(unit_seeds))
+    else:
+        outcome = _ray_units(units, w, config, policies, days, lens, mask, ray_address, num_workers, bar)
+        for key in range(len(units)):
+            i = units[key][0]
+            result = outcome[key]
+            if isinstance(result, RecsimPersonasError) and not return_errors:
+                raise result
+            runs.setdefault(i, []).extend([result] if isinstance(result, RecsimPersonasError) else result)
+    bar.close()
+    wall = time.perf_counter() - t0
+    out: list[Any] = []
+    for i, name in enumerate(names):
+        error = next((r for r in runs[i] if isinstance(r, RecsimPersonasError)), None)
+        out.append(error if error is not None else _metrics(name, runs[i], seeds, days, w.n_users, confidence, test))
+    logger.info("simulated %d policies x %d seeds on %s in %.1fs", len(policies), len(seeds), backend, wall)
+    return out
+
+
+def _slate_size(policy: Any) -> int:
+    slate_size = getattr(policy, "slate_size", None)
+    if isinstance(slate_size, bool) or not isinstance(slate_size, int | np.integer) or slate_size < 1:
+        raise ConfigError(f"the policy needs a positive integer slate_size, got {slate_size!r}.")
+    return int(slate_size)
+
+
+def _run_unit(
+    world: Any, config: Any, policy: Any, seeds: Sequence[int], days: int, history_len: int, mask: Any
+) -> list[dict[str, Any]]:
+    """Run ``policy`` for each of ``seeds`` in order (:func:`_run_seed`); the work of a Ray task."""
+    checked = CheckedPolicy(policy, world.n_items, mask)
+    return [_run_seed(world, config, checked, seed, days, history_len) for seed in seeds]
+
+
+def _run_seed(
+    world: Any, config: Any, checked: CheckedPolicy, seed: int, days: int, history_len: int
+) -> dict[str, Any]:
+    """One seed's run: a fresh population for ``days`` days under the policy; both backends run this."""
+    import time
+
+    from recsim_personas.envs.model import Population
+
+    t0 = time.perf_counter()
+    pop_seq, policy_seq = np.random.SeedSequence(int(seed)).spawn(2)
+    if callable(getattr(checked.policy, "seed", None)):
+        checked.policy.seed(policy_seq)
+    population = Population(world, config, rng=np.random.default_rng(pop_seq))
+    checked.reset_counts()
+    summary = population.run_days(days, checked, history_len=history_len, progress=False)
+    t = summary["totals"]
+    values = _seed_metrics(t, world.n_users)
+    shown = checked.shown
+    values["coverage"] = float((shown > 0).mean())
+    values["shown_popularity"] = float(shown @ world.item_popularity / shown.sum()) if shown.sum() else 0.0
+    return {
+        "totals": t,
+        "values": values,
+        "watched": population.watches(),
+        "sessions": population.ended_sessions(),
+        "shown_total": int(shown.sum()),
+        "shown_test": checked.shown_test,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _ray_units(
+    units: Sequence[tuple[int, tuple[int, ...]]],
+    world: Any,
+    config: Any,
+    policies: Sequence[Any],
+    days: int,
+    lens: Sequence[int],
+    mask: Any,
+    ray_address: str | None,
+    num_workers: int | None,
+    bar: Any,
+) -> list[Any]:
+    """Each unit's runs (or its RecsimPersonasError), run as Ray tasks, at most ``num_workers`` at a time."""
+    with ray_session(ray_address, num_workers) as ray:
+        from ray.exceptions import RayTaskError
+
+        world_ref, mask_ref = ray.put(world), ray.put(mask)
+        policy_refs = [ray.put(p) for p in policies]
+        task = ray.remote(num_cpus=1, max_retries=0)(_run_unit)
+        window = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        out: list[Any] = [None] * len(units)
+        pending: dict[Any, int] = {}
+        todo = iter(range(len(units)))
+
+        def submit() -> None:
+            for key in todo:
+                i, unit_seeds = units[key]
+                ref = task.remote(world_ref, config, policy_refs[i], unit_seeds, days, lens[i], mask_ref)
+                pending[ref] = key
+                if len(pending) >= window:
+                    return
+
+        submit()
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            key = pending.pop(ref)
+            try:
+                out[key] = ray.get(ref)
+            except RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if not isinstance(cause, RecsimPersonasError):
+                    raise
+                out[key] = cause
+            bar.update(len(units[key][1]))
+            submit()
+    return out
+
+
+def _metrics(
+    name: str,
+    runs: Sequence[Mapping[str, Any]],
+    seeds: Sequence[int],
+    days: int,
+    n_users: int,
+    confidence: float,
+    test: Any,
+) -> SimulatedMetrics:
+    """A policy's :class:`SimulatedMetrics` from its per-seed runs (in seed order)."""
     return SimulatedMetrics(
-        policy=checked.name,
+        policy=name,
         seeds=tuple(int(s) for s in seeds),
         days=days,
-        users=w.n_users,
+        users=n_users,
         confidence=confidence,
         metrics={
-            name: interval(per_seed[name], confidence, (0.0, 1.0) if name in RATES else (0.0, math.inf))
-            for name in SIM_METRICS
+            m: interval([r["values"][m] for r in runs], confidence, (0.0, 1.0) if m in RATES else (0.0, math.inf))
+            for m in SIM_METRICS
         },
-        totals=tuple(totals),
-        watched=tuple(watched),
-        seconds=time.perf_counter() - t0,
-        sessions=tuple(sessions),
-        shown_test=tuple(shown_test),
-        shown_total=tuple(shown_total),
+        totals=tuple(r["totals"] for r in runs),
+        watched=tuple(r["watched"] for r in runs),
+        seconds=float(sum(r["seconds"] for r in runs)),
+        sessions=tuple(r["sessions"] for r in runs),
+        shown_test=tuple(r["shown_test"] for r in runs) if test is not None else (),
+        shown_total=tuple(r["shown_total"] for r in runs),
     )
 
 
