@@ -18,7 +18,9 @@ Persona agents, a module per question:
   :mod:`.checkpoints` — exact resume; :mod:`.training` — :func:`~.training.train_agents`.
 - :mod:`.agent_artifact` — the trained directory: inputs (:func:`~.agent_artifact.load_world`), manifest,
   checks; :mod:`.inference` — batched logits; :mod:`.precision` — inference precision;
-  :mod:`.persona_agents` — the mixed-adapter :class:`~.persona_agents.PersonaAgents` rater.
+  :mod:`.persona_agents` — the mixed-adapter :class:`~.persona_agents.PersonaAgents` rater;
+  :mod:`.remote` — the same causal agents served by an OpenAI-compatible endpoint
+  (:class:`~.remote.RemoteRater`) and their export for vLLM (:func:`~.remote.export_vllm`).
 
 Every export loads on first attribute access, so importing this package imports neither torch nor pandas.
 """
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
         rating_histogram,
         sample_ratings,
     )
+    from recsim_personas.agents.remote import RemoteRater, RemoteRaterConfig, export_vllm
     from recsim_personas.agents.train_config import LoraTrainConfig
     from recsim_personas.agents.training import train_agents
 
@@ -72,6 +75,9 @@ _EXPORTS = {
     "BackboneConfig": "backbone_config",
     "LoraTrainConfig": "train_config",
     "PersonaAgents": "persona_agents",
+    "RemoteRater": "remote",
+    "RemoteRaterConfig": "remote",
+    "export_vllm": "remote",
     "RaterSession": "rater",
     "StatefulRater": "rater",
     "load_world": "agent_artifact",
@@ -101,11 +107,14 @@ __all__ = [
     "PointRater",
     "Rater",
     "RaterSession",
+    "RemoteRater",
+    "RemoteRaterConfig",
     "StatefulRater",
     "UserMeanRater",
     "check_distribution",
     "evaluate_fidelity",
     "expected_rating",
+    "export_vllm",
     "load_world",
     "make_rater",
     "median_rating",

@@ -1,4 +1,5 @@
-"""The ``recsim-personas agents`` subcommands: ``train`` persona-LoRA adapters, ``eval`` their fidelity.
+"""The ``recsim-personas agents`` subcommands: ``train`` persona-LoRA adapters, ``eval`` their fidelity, ``export``
+them for a serving engine (vLLM).
 
 Registered by :mod:`recsim_personas.cli` with :func:`register_agents`. ``agents train``'s options are generated
 from :class:`~recsim_personas.agents.backbone_config.BackboneConfig` and
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 def register_agents(
     subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser
 ) -> argparse.ArgumentParser:
-    """Add ``agents train`` and ``agents eval`` to ``subparsers`` (``common_parent``: --json, -v, --no-progress)."""
+    """Add ``agents train``, ``eval`` and ``export`` to ``subparsers`` (``common_parent``: --json, -v, ...)."""
     agents = subparsers.add_parser("agents", help="train persona-LoRA SLM agents and evaluate their fidelity")
     sub = agents.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
 
@@ -95,7 +96,37 @@ def register_agents(
     ev.add_argument("--seed", type=non_negative_int, default=0, help="seed of the test sample (default: 0)")
     ev.add_argument("--out", default=None, help="directory for agents_fidelity.md/.json/.png")
     ev.set_defaults(func=cmd_agents_eval)
+    ex = sub.add_parser(
+        "export",
+        parents=[common_parent],
+        help="write trained causal persona adapters for a serving engine (vLLM) and print the serve command",
+        description="Write each persona adapter of --agents as a PEFT folder a serving engine loads (vLLM:"
+        " `--enable-lora --lora-modules persona-0=DIR/persona_0 ...`), with served_names.json (adapter -> served"
+        " model name and persona cluster) and a manifest, then print the `vllm serve` command. Rate through the"
+        " server with recsim_personas.agents.remote.RemoteRater.",
+    )
+    ex.add_argument("--format", choices=("vllm",), default="vllm", help="serving layout (default: vllm)")
+    ex.add_argument("--agents", required=True, help="trained causal agents directory (from `agents train`)")
+    ex.add_argument("--out", required=True, help="export directory")
+    ex.add_argument(
+        "--base", default=None, help="base model id/directory the server loads (default: the agents' base model)"
+    )
+    ex.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    ex.set_defaults(func=cmd_agents_export)
     return agents
+
+
+def cmd_agents_export(args: argparse.Namespace) -> int:
+    import shlex
+
+    from recsim_personas.agents.remote import export_vllm
+    from recsim_personas.cli._output import emit
+
+    result = export_vllm(args.agents, args.out, base=args.base, overwrite=args.overwrite)
+    served = ", ".join(f"{n} -> {a['served_name']}" for n, a in result.adapters.items())
+    text = f"exported {len(result.adapters)} adapters to {result.out} ({served}); serve them with:\n"
+    emit(args, result.to_dict(), text + shlex.join(result.command))
+    return 0
 
 
 def _threads(args: argparse.Namespace) -> None:
