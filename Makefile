@@ -53,7 +53,7 @@ demo: $(STAMP)
 	$(BIN)/recsim-personas choice fit --split $(DEMO_DIR)/split --out $(DEMO_DIR)/choice --overwrite
 	$(BIN)/recsim-personas fidelity --split $(DEMO_DIR)/split --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/fidelity_suite
 	$(BIN)/recsim-personas simulate --split $(DEMO_DIR)/split --days 30 --policy random --seed 0 --choice $(DEMO_DIR)/choice --rater $(GAP_RATER)
-	test -f $(DEMO_DIR)/rl_slateq/policy/manifest.json || $(BIN)/python benchmarks/rl_slateq.py --split $(DEMO_DIR)/split --rater $(GAP_RATER) --choice $(DEMO_DIR)/choice --steps 1500 --out $(DEMO_DIR)/rl_slateq
+	test -f $(DEMO_DIR)/rl_slateq/policy/manifest.json || $(BIN)/python benchmarks/rl_slateq.py --split $(DEMO_DIR)/split --rater $(GAP_RATER) --choice $(DEMO_DIR)/choice --steps 800 --eps-decay-steps 600 --out $(DEMO_DIR)/rl_slateq
 	$(BIN)/recsim-personas benchmark --split $(DEMO_DIR)/split --rater $(GAP_RATER) --policies rl:$(DEMO_DIR)/rl_slateq/policy,random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec --seeds 0,1,2 --days 30 --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/gap
 	$(BIN)/recsim-personas ope --split $(DEMO_DIR)/split --choice $(DEMO_DIR)/choice --behaviour 'pl:0.5*pop+affinity' --targets 'pl:affinity@0.5,greedy:affinity,greedy:pop' --seeds 0,1,2 --pages 2000 --out $(DEMO_DIR)/ope
 
