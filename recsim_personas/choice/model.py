@@ -170,8 +170,10 @@ class FittedChoice:
             hist_len=table.hist_len,
         )
 
-    def bind(self, world: World) -> BoundChoice:
-        """The model ready for ``world``'s users: the fixed part of every (user, item) logit computed once.
+    def bind(self, world: World, *, dense: bool | None = None) -> BoundChoice:
+        """The model ready for ``world``'s users: the fixed part of every (user, item) logit computed once
+        (``dense``), or per page for the pairs asked (lazy; the default above
+        :data:`DENSE_MAX_CELLS` cells). See :class:`BoundChoice`.
 
         Raises:
             ArtifactError: the world's items are not the ones the model was fitted on.
@@ -181,7 +183,7 @@ class FittedChoice:
                 f"the choice model was fitted on {len(self.item_ids)} items that are not this world's"
                 f" {world.n_items}. Fix: fit the choice model on the world's split."
             )
-        return BoundChoice(self, world)
+        return BoundChoice(self, world, dense=dense)
 
     def session(self, world: World) -> ChoiceSession:
         return self.bind(world).session(world)
@@ -292,35 +294,85 @@ class FittedChoice:
         )
 
 
+DENSE_MAX_CELLS = 1 << 25
+"""Above this many (user, item) cells (33.5M: about 20,000 users of ML-100K's 1,682 items, 134 MB of float32)
+:class:`BoundChoice` computes the fixed logits lazily, for the pairs a page asks, instead of a dense matrix."""
+
+
 class BoundChoice:
     """A :class:`FittedChoice` bound to one world's users: the logit of a pair is
     ``fixed[u, j] + a · ease_recent(u, j) + c · expected``, where ``fixed`` — every feature of
     :data:`~recsim_personas.choice.features.FEATURES` but the :data:`DYNAMIC` ones, standardised and weighted,
-    plus the intercept — is computed once here from the users' logged (train) histories, float32
-    (n_users, n_items), read-only. What a user watched during a simulation enters through
-    ``ease_recent``, read from the population's table, so one bound model serves every population of the world.
+    plus the intercept — comes from the users' logged (train) histories. What a user watched during a simulation
+    enters through ``ease_recent``, read from the population's table, so one bound model serves every
+    population of the world.
+
+    Two ways to hold ``fixed``, giving the same values (both rounded to float32):
+
+    - dense (``n_users · n_items <= DENSE_MAX_CELLS`` by default): computed once here, float32
+      (n_users, n_items), read-only — 4 bytes per (user, item): 673 MB and minutes of binding at 100,000 users;
+    - lazy (larger worlds): only the logged histories are kept, int32 (n_users, longest history), -1 padded, and
+      each page computes the fixed logits of the pairs it asks (a gather of one history row per pair).
+
+    Args:
+        model: the fitted model.
+        world: the world whose users it serves.
+        dense: force one way (``None``: by :data:`DENSE_MAX_CELLS`).
     """
 
-    def __init__(self, model: FittedChoice, world: World) -> None:
-        from recsim_personas.envs.state import UserTable
+    def __init__(self, model: FittedChoice, world: World, *, dense: bool | None = None) -> None:
+        from recsim_personas.choice.features import padded_histories
 
         self.model, self.name = model, model.name
         self.n_users = world.n_users
         weight = model.coef / model.scale
         self.dynamic = {name: float(weight[FEATURES.index(name)]) for name in DYNAMIC}
-        side = model.user_side(world, UserTable(world))
         n_users, n_items = world.n_users, world.n_items
-        fixed = np.empty((n_users, n_items), dtype=np.float32)
-        cols = [FEATURES.index(name) for name in DYNAMIC]
-        items = np.arange(n_items, dtype=np.int64)
-        rows_per_chunk = max(1, 65536 // max(n_items, 1))
-        for start in range(0, n_users, rows_per_chunk):
-            users = np.arange(start, min(n_users, start + rows_per_chunk), dtype=np.int64)
-            u = np.repeat(users, n_items)
-            x = feature_matrix(model.items, side, u, np.tile(items, users.size), np.zeros(u.size))
-            fixed[users] = (model.logits(x) - x[:, cols] @ weight[cols]).reshape(users.size, n_items)
-        fixed.flags.writeable = False
-        self.fixed = fixed
+        lengths = np.fromiter((len(h) for h in world.history_items), dtype=np.int64, count=n_users)
+        rows = np.repeat(np.arange(n_users, dtype=np.int64), lengths)
+        items_flat = np.concatenate(world.history_items) if n_users else np.zeros(0, dtype=np.int64)
+        hist, _ = padded_histories(rows, items_flat, n_users)
+        self._hist = hist.astype(np.int32)  # the logged histories, -1 padded: ``ease`` is read from them
+        self._ease_t = np.ascontiguousarray(model.items.ease.T)  # (n_items, n_items + 1): a pair's row is contiguous
+        self._ease_weight = float(weight[FEATURES.index("ease")])
+        no_history = np.broadcast_to(np.int64(-1), (n_users, 1))  # the other features, with ease = ease_recent = 0
+        self._side = UserSide(
+            ref_day=world.user_ref_day,
+            genre_share=world.user_genre_share,
+            traits=world.trait_scores,
+            hist_items=no_history,
+            hist_len=np.broadcast_to(np.int64(0), (n_users,)),
+        )
+        self.dense = n_users * n_items <= DENSE_MAX_CELLS if dense is None else bool(dense)
+        self.fixed: np.ndarray | None = None
+        if self.dense:
+            fixed = np.empty((n_users, n_items), dtype=np.float32)
+            items = np.arange(n_items, dtype=np.int64)
+            rows_per_chunk = max(1, 65536 // max(n_items, 1))
+            for start in range(0, n_users, rows_per_chunk):
+                users = np.arange(start, min(n_users, start + rows_per_chunk), dtype=np.int64)
+                fixed[users] = self.fixed_logits(np.repeat(users, n_items), np.tile(items, users.size)).reshape(
+                    users.size, n_items
+                )
+            fixed.flags.writeable = False
+            self.fixed = fixed
+
+    def fixed_logits(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The fixed part of the logits of (user row, item index) pairs, from the logged histories.
+
+        Args:
+            users: user rows, int64 (P,).
+            items: item indices, int64 (P,).
+
+        Returns:
+            float32 (P,).
+        """
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        # the features with ease = ease_recent = expected = 0, then ease (Σ over the logged history) added
+        x = feature_matrix(self.model.items, self._side, users, items, np.zeros(len(users)))
+        ease = self._ease_t[items[:, None], self._hist[users]].sum(axis=1, dtype=np.float64)
+        return (self.model.logits(x) + self._ease_weight * ease).astype(np.float32)
 
     @property
     def report(self) -> dict[str, Any]:
@@ -341,8 +393,9 @@ class BoundChoice:
         cols = np.maximum(offsets, 0)
         recent = np.where(offsets >= 0, table.hist_items[users[:, None], cols], -1)
         ease_recent = s.ease[recent, items[:, None]].sum(axis=1, dtype=np.float64)
+        fixed = self.fixed[users, items] if self.fixed is not None else self.fixed_logits(users, items)
         z = (
-            self.fixed[users, items]
+            fixed
             + self.dynamic["ease_recent"] * ease_recent
             + self.dynamic["expected_rating"] * np.asarray(expected, dtype=np.float64)
         )
