@@ -129,8 +129,11 @@ def main(args: Args) -> dict:
     config = SlateNetConfig(n_items=world.n_items, n_users=world.n_users, dim=args.dim, hidden=args.hidden)
     net = SlateNet(config, item_factors=factors, popularity=world.item_popularity)
     resume, start = latest_checkpoint(out)
+    earlier_seconds = 0.0  # training time of the runs this one resumes (policies record the total)
     if resume is not None:
-        net.load_state_dict(RLPolicy.load(resume, split_id=split.split_id).net.state_dict())
+        earlier = RLPolicy.load(resume, split_id=split.split_id)
+        net.load_state_dict(earlier.net.state_dict())
+        earlier_seconds = float(earlier.train_seconds or 0.0)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     k, n, t_len = envs.unwrapped.slate_size, args.num_envs, args.rollout
     like = envs.unwrapped.config.like_threshold
@@ -262,13 +265,16 @@ def main(args: Args) -> dict:
         log_file.flush()
         bar.set_postfix(ret=row["return_per_session"], rpp=round(row["reward_per_page"], 3))
         if (update + 1) % args.checkpoint_every == 0 or update + 1 == args.updates:
-            policy = RLPolicy(net, name=f"rl-{args.algo}", slate_size=k, split_id=split.split_id)
+            so_far = earlier_seconds + time.perf_counter() - t_start
+            policy = RLPolicy(net, name=f"rl-{args.algo}", slate_size=k, split_id=split.split_id, train_seconds=so_far)
             policy.save(out / "checkpoints" / f"update_{update + 1:04d}", extra={"update": update + 1, **asdict(args)})
     log_file.close()
     envs.close()
 
     wall = time.perf_counter() - t_start
-    policy = RLPolicy(net, name=f"rl-{args.algo}", slate_size=k, split_id=split.split_id, train_seconds=wall)
+    policy = RLPolicy(
+        net, name=f"rl-{args.algo}", slate_size=k, split_id=split.split_id, train_seconds=earlier_seconds + wall
+    )
     policy.save(out / "policy", extra={"algorithm": args.algo, **asdict(args)})
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]

@@ -124,8 +124,11 @@ def main(args: Args) -> dict:
     )
     net = SlateNet(config, item_factors=factors, popularity=world.item_popularity)
     resume, start = latest_checkpoint(out)
+    earlier_seconds = 0.0  # training time of the runs this one resumes (policies record the total)
     if resume is not None:
-        net.load_state_dict(RLPolicy.load(resume, split_id=split.split_id).net.state_dict())
+        earlier = RLPolicy.load(resume, split_id=split.split_id)
+        net.load_state_dict(earlier.net.state_dict())
+        earlier_seconds = float(earlier.train_seconds or 0.0)
     target = copy.deepcopy(net).requires_grad_(False)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     explorer = RandomPolicy(world.n_items, envs.unwrapped.slate_size, seed=rng.integers(2**31))
@@ -254,14 +257,17 @@ def main(args: Args) -> dict:
             bar.set_postfix(rpp=round(row["reward_per_page"], 3), eps=round(eps, 3))
             window = {"reward": [], "watch": [], "loss_q": [], "loss_c": [], "sessions": 0, "exits": 0}
         if (step + 1) % args.checkpoint_every == 0:
-            RLPolicy(net, name="rl-slateq", slate_size=k, split_id=split.split_id).save(
+            so_far = earlier_seconds + time.perf_counter() - t_start
+            RLPolicy(net, name="rl-slateq", slate_size=k, split_id=split.split_id, train_seconds=so_far).save(
                 out / "checkpoints" / f"update_{step + 1:06d}", extra={"step": step + 1, **asdict(args)}
             )
     log_file.close()
     envs.close()
 
     wall = time.perf_counter() - t_start
-    policy = RLPolicy(net, name="rl-slateq", slate_size=k, split_id=split.split_id, train_seconds=wall)
+    policy = RLPolicy(
+        net, name="rl-slateq", slate_size=k, split_id=split.split_id, train_seconds=earlier_seconds + wall
+    )
     policy.save(out / "policy", extra={"algorithm": "slateq", **asdict(args)})
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]

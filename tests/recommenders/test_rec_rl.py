@@ -137,6 +137,9 @@ def test_the_policy_gradient_script_trains_resumes_and_its_policy_enters_the_gap
     again = script.main(script.Args(**{**args.__dict__, "updates": 3}))
     assert [json.loads(line)["update"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert again["updates"] == 3
+    # the resumed policy records the training time of both runs
+    first_run = RLPolicy.load(out / "checkpoints" / "update_0002").train_seconds
+    assert first_run > 0 and RLPolicy.load(out / "policy").train_seconds > first_run
     argv = ["benchmark", "--split", str(rec_split_dir), "--policies", f"pop,rl:{out / 'policy'}", "--seeds", "0,1"]
     assert main([*argv, "--days", "2", "--json", "--no-progress"]) == 0
     payload = json.loads(capsys.readouterr().out)
