@@ -28,7 +28,7 @@ import numpy as np
 from recsim_personas._io import atomic_dir, write_json
 from recsim_personas.artifacts import ArtifactKind, check_input, read_manifest, verify_files, write_manifest
 from recsim_personas.choice.config import ChoiceConfig
-from recsim_personas.choice.features import FEATURES, ItemSide, UserSide, feature_matrix
+from recsim_personas.choice.features import DAYS_PER_YEAR, FEATURES, ItemSide, UserSide, feature_matrix
 from recsim_personas.errors import ArtifactError
 
 if TYPE_CHECKING:
@@ -294,8 +294,8 @@ class FittedChoice:
         )
 
 
-DENSE_MAX_CELLS = 1 << 25
-"""Above this many (user, item) cells (33.5M: about 20,000 users of ML-100K's 1,682 items, 134 MB of float32)
+DENSE_MAX_CELLS = 1 << 28
+"""Above this many (user, item) cells (268M: about 160,000 users of ML-100K's 1,682 items, 1.07 GB of float32)
 :class:`BoundChoice` computes the fixed logits lazily, for the pairs a page asks, instead of a dense matrix."""
 
 
@@ -309,8 +309,9 @@ class BoundChoice:
 
     Two ways to hold ``fixed``, giving the same values (both rounded to float32):
 
-    - dense (``n_users · n_items <= DENSE_MAX_CELLS`` by default): computed once here, float32
-      (n_users, n_items), read-only — 4 bytes per (user, item): 673 MB and minutes of binding at 100,000 users;
+    - dense (``n_users · n_items <= DENSE_MAX_CELLS`` by default): computed once here by matrix algebra
+      (:meth:`_dense_fixed`), float32 (n_users, n_items), read-only — 4 bytes per (user, item): 673 MB at 100,000
+      users;
     - lazy (larger worlds): only the logged histories are kept, int32 (n_users, longest history), -1 padded, and
       each page computes the fixed logits of the pairs it asks (a gather of one history row per pair).
 
@@ -346,16 +347,55 @@ class BoundChoice:
         self.dense = n_users * n_items <= DENSE_MAX_CELLS if dense is None else bool(dense)
         self.fixed: np.ndarray | None = None
         if self.dense:
-            fixed = np.empty((n_users, n_items), dtype=np.float32)
-            items = np.arange(n_items, dtype=np.int64)
-            rows_per_chunk = max(1, 65536 // max(n_items, 1))
-            for start in range(0, n_users, rows_per_chunk):
-                users = np.arange(start, min(n_users, start + rows_per_chunk), dtype=np.int64)
-                fixed[users] = self.fixed_logits(np.repeat(users, n_items), np.tile(items, users.size)).reshape(
-                    users.size, n_items
-                )
+            fixed = self._dense_fixed(rows, items_flat)
             fixed.flags.writeable = False
             self.fixed = fixed
+
+    def _dense_fixed(self, rows: np.ndarray, items_flat: np.ndarray, chunk: int = 2048) -> np.ndarray:
+        """:meth:`fixed_logits` of every (user, item) pair, float32 (n_users, n_items), as matrix algebra: the
+        logit is linear in the features, and each fixed feature is an item term, a user term, a product of the
+        two, a function of (the user's reference day, the item) — computed once per distinct day — or, for
+        ``ease``, the user × item history counts times the EASE weights (a sparse × dense product).
+
+        Args:
+            rows: user row of each logged history entry, int64 (R,).
+            items_flat: its item index, int64 (R,).
+            chunk: users per block (bounds the float64 temporaries).
+        """
+        from scipy.sparse import csr_matrix
+
+        model, side, s = self.model, self._side, self.model.items
+        n_users, n_items = self.n_users, len(model.item_ids)
+        w = model.coef / model.scale
+        col = {name: FEATURES.index(name) for name in FEATURES}
+        const = float(model.intercept - (model.mean / model.scale) @ model.coef)
+        counts = csr_matrix((np.ones(rows.size), (rows, items_flat)), shape=(n_users, n_items))
+        ease_w = np.asarray(s.ease[:n_items], dtype=np.float64)  # (n_items, n_items); the padding row is zero
+        log_pop = np.asarray(s.log_popularity, dtype=np.float64)
+        g = np.asarray(s.genres, dtype=np.float64)
+        g_norm = g / np.maximum(g.sum(axis=1), 1.0)[:, None]  # genre_match = share · g_norm
+        traits = np.asarray(side.traits, dtype=np.float64)
+        # the (reference day, item) features, once per distinct day
+        days, day_of_user = np.unique(np.asarray(side.ref_day, dtype=np.int64), return_inverse=True)
+        n_cols = s.daily_counts.shape[1]
+        end = np.clip(days - s.first_day + 1, 0, n_cols - 1)
+        start = np.clip(end - s.trend_days, 0, n_cols - 1)
+        trend = np.log1p((s.daily_counts[:, end] - s.daily_counts[:, start]).astype(np.float64)).T  # (days, items)
+        age = np.clip((1970.0 + days / DAYS_PER_YEAR)[:, None] - np.asarray(s.year)[None, :], -1.0, 60.0)
+        per_day = w[col["trend"]] * trend + w[col["age"]] * age + w[col["log_age"]] * np.log1p(np.maximum(age, 0.0))
+        item_term = w[col["log_popularity"]] * log_pop
+        user_term = traits @ w[[col["activity"], col["conformity"], col["diversity"]]]
+        out = np.empty((n_users, n_items), dtype=np.float32)
+        for lo in range(0, n_users, chunk):
+            hi = min(n_users, lo + chunk)
+            ease = counts[lo:hi] @ ease_w
+            match = side.genre_share[lo:hi] @ g_norm.T
+            logit = const + w[col["ease"]] * ease + item_term[None, :] + per_day[day_of_user[lo:hi]]
+            logit += (w[col["genre_match"]] + w[col["diversity_x_genre_match"]] * traits[lo:hi, 2:3]) * match
+            logit += w[col["conformity_x_popularity"]] * traits[lo:hi, 1:2] * log_pop[None, :]
+            logit += user_term[lo:hi, None]
+            out[lo:hi] = logit
+        return out
 
     def fixed_logits(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The fixed part of the logits of (user row, item index) pairs, from the logged histories.

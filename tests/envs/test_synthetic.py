@@ -132,6 +132,11 @@ def test_lazy_fixed_logits_equal_the_dense_ones(fitted_world):
     p_lazy = lazy.watch_probability(table, users, items, expected, None)
     assert np.allclose(p_dense, p_lazy, atol=1e-6, rtol=0)
     assert ((p_lazy > 0) & (p_lazy < 1)).all()
+    # the dense matrix (matrix algebra) equals the per-pair feature computation on every pair
+    every_user = np.repeat(np.arange(synth.n_users), synth.n_items)
+    every_item = np.tile(np.arange(synth.n_items), synth.n_users)
+    per_pair = lazy.fixed_logits(every_user, every_item).reshape(synth.n_users, synth.n_items)
+    np.testing.assert_allclose(dense.fixed, per_pair, atol=2e-5, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
