@@ -15,8 +15,9 @@ from recsim_personas.cli._options import add_config_options, load_config_file
 
 RATER_HELP = (
     "bias (default), another classical rater (global, user, item, mf), agents:DIR (persona agents from"
-    " `agents train --out DIR`, or a USER-LLM agent), or userllm:DIR (a USER-LLM agent from `userllm train"
-    " --out DIR`)"
+    " `agents train --out DIR`, or a USER-LLM agent), userllm:DIR (a USER-LLM agent from `userllm train"
+    " --out DIR`), or remote:FILE.json (causal persona agents served by an OpenAI-compatible server:"
+    ' {"agents": DIR, "base_url": URL, "served_names": EXPORT_DIR})'
 )
 
 

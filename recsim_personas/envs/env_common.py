@@ -87,7 +87,8 @@ class SessionEnvBase:
     Args:
         split: a split directory, a loaded ``Split``, or a ``World`` from ``make_world``.
         rater: a classical rater's name (default ``"bias"``), ``"agents:DIR"`` (persona agents or a USER-LLM
-            agent), ``"userllm:DIR"`` (a USER-LLM agent), or a Rater (not with a world).
+            agent), ``"userllm:DIR"`` (a USER-LLM agent), ``"remote:FILE.json"`` (persona agents served by an
+            OpenAI-compatible server, :func:`~recsim_personas.envs.world.load_remote`), or a Rater (not with a world).
         world: a ``World`` to share one load between environments.
         session_config: behaviour coefficients (default: the session behaviour fitted with the world's choice
             model, else :class:`~recsim_personas.envs.session.SessionConfig`'s hand-set defaults).

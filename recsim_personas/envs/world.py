@@ -34,6 +34,8 @@ AGENTS_PREFIX = "agents:"
 """Prefix of a trained agents directory as a rater: persona agents or, by its manifest, a USER-LLM agent."""
 USERLLM_PREFIX = "userllm:"
 """Prefix of a trained USER-LLM agent directory as a rater (``recsim-personas userllm train --out DIR``)."""
+REMOTE_PREFIX = "remote:"
+"""``remote:FILE.json``: trained causal persona agents rated by an OpenAI-compatible server (:func:`load_remote`)."""
 
 
 @dataclass(frozen=True)
@@ -159,15 +161,15 @@ class World:
         )
 
 
-def parse_rater(spec: str) -> tuple[Literal["classical", "agents", "userllm"], str]:
+def parse_rater(spec: str) -> tuple[Literal["classical", "agents", "userllm", "remote"], str]:
     """What a rater spec names, checked without loading anything.
 
     Args:
-        spec: a classical rater's name, ``agents:DIR`` or ``userllm:DIR``.
+        spec: a classical rater's name, ``agents:DIR``, ``userllm:DIR`` or ``remote:FILE.json``.
 
     Returns:
         ``("classical", name)``, ``("agents", DIR)`` (persona agents or a USER-LLM agent, told apart by the
-        directory's manifest: :func:`agents_kind`) or ``("userllm", DIR)``.
+        directory's manifest: :func:`agents_kind`), ``("userllm", DIR)`` or ``("remote", FILE)``.
 
     Raises:
         ConfigError: an unknown name (the message lists the classical raters and both prefixes) or an empty path.
@@ -177,6 +179,7 @@ def parse_rater(spec: str) -> tuple[Literal["classical", "agents", "userllm"], s
     prefixes = (
         ("agents", AGENTS_PREFIX, "agents", "runs/agents", "agents train"),
         ("userllm", USERLLM_PREFIX, "USER-LLM agent", "runs/userllm", "userllm train"),
+        ("remote", REMOTE_PREFIX, "remote rater's JSON", "remote.json", "agents export --format vllm"),
     )
     for kind, prefix, what, example, command in prefixes:
         if spec.startswith(prefix):
@@ -188,7 +191,9 @@ def parse_rater(spec: str) -> tuple[Literal["classical", "agents", "userllm"], s
                 )
             return kind, path
     if spec not in CLASSICAL_RATERS:
-        raise unknown_choice("rater", spec, [*CLASSICAL_RATERS, AGENTS_PREFIX + "DIR", USERLLM_PREFIX + "DIR"])
+        raise unknown_choice(
+            "rater", spec, [*CLASSICAL_RATERS, AGENTS_PREFIX + "DIR", USERLLM_PREFIX + "DIR", REMOTE_PREFIX + "FILE"]
+        )
     return "classical", spec
 
 
@@ -222,6 +227,8 @@ def load_agents(spec: str, split: Split) -> Rater:
         raise ConfigError(
             f"{spec!r} names a classical rater, not trained agents. Fix: {AGENTS_PREFIX}DIR or {USERLLM_PREFIX}DIR."
         )
+    if kind == "remote":
+        return load_remote(path, split)
     if kind == "userllm" or agents_kind(path) == "userllm":
         from recsim_personas.agents.userllm.agent import UserLLMAgent
 
@@ -233,6 +240,47 @@ def load_agents(spec: str, split: Split) -> Rater:
     agents = PersonaAgents.open(path, split)
     logger.info("loaded persona agents %s from %s", agents.name, path)
     return agents
+
+
+def read_remote_spec(path: str | os.PathLike[str]) -> tuple[str, Any]:
+    """The trained agents directory and the :class:`~recsim_personas.agents.remote.RemoteRaterConfig` a
+    ``remote:FILE.json`` names: ``{"agents": DIR, "base_url": URL, ...}`` (every other key a RemoteRaterConfig
+    field; ``"served_names"`` may also be the directory ``agents export --format vllm`` wrote).
+
+    Raises:
+        ConfigError: the file cannot be read, is not a JSON object, lacks ``agents`` or holds an unknown field.
+    """
+    import json
+    from pathlib import Path
+
+    from recsim_personas.agents.remote import RemoteRaterConfig, read_served_names
+
+    example = '{"agents": "runs/agents/causal", "base_url": "http://localhost:8000/v1", "served_names": "SERVE_DIR"}'
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"remote rater file {str(path)!r}: cannot read it as JSON ({exc}). Fix: write {example}."
+        ) from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("agents"), str):
+        raise ConfigError(
+            f"remote rater file {str(path)!r} must be a JSON object with an 'agents' directory, e.g. {example}."
+        )
+    fields = {k: v for k, v in spec.items() if k != "agents"}
+    if isinstance(fields.get("served_names"), str):
+        fields["served_names"] = read_served_names(fields["served_names"])
+    return spec["agents"], RemoteRaterConfig.from_dict(fields)
+
+
+def load_remote(path: str | os.PathLike[str], split: Split) -> Rater:
+    """The :class:`~recsim_personas.agents.remote.RemoteRater` a ``remote:FILE.json`` names (see
+    :func:`read_remote_spec`), its agents checked against ``split``."""
+    from recsim_personas.agents.remote import RemoteRater
+
+    agents_dir, config = read_remote_spec(path)
+    rater = RemoteRater.open(agents_dir, split, config)
+    logger.info("remote rater for %s at %s", agents_dir, config.base_url)
+    return rater
 
 
 def resolve_rater(rater: str | Rater, split: Split) -> Rater:

@@ -312,7 +312,12 @@ def rater_artifact(spec: str, world: World) -> dict[str, Any]:
 
     out: dict[str, Any] = {"spec": spec, "name": world.rater_name, "artifact_id": None, "path": None}
     kind, path = parse_rater(spec)
-    if kind != "classical":
+    if kind == "remote":  # the agents behind the server, and where the server was
+        from recsim_personas.envs.world import read_remote_spec
+
+        agents_dir, remote = read_remote_spec(path)
+        out.update(path=agents_dir, artifact_id=manifest_digest(agents_dir), remote_base_url=remote.base_url)
+    elif kind != "classical":
         out.update(path=path, artifact_id=manifest_digest(path))
     else:
         out["fitted_on_split"] = world.split_id

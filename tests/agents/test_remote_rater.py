@@ -194,3 +194,32 @@ def test_export_vllm_writes_peft_folders_that_load_on_the_base(world, causal_tra
 
     with pytest.raises(ConfigError, match="exists and is not empty"):
         export_vllm(causal_trained, out)
+
+
+def test_a_remote_spec_names_the_agents_and_the_server(world, local, server, causal_trained, tmp_path):
+    from recsim_personas.envs.world import parse_rater, resolve_rater
+
+    spec = tmp_path / "remote.json"
+    spec.write_text(json.dumps({"agents": str(causal_trained), "base_url": server.url, "mode": "echo"}))
+    assert parse_rater(f"remote:{spec}") == ("remote", str(spec))
+    remote = resolve_rater(f"remote:{spec}", world.split)
+    assert isinstance(remote, RemoteRater)
+    u, i = requests(world, 6)
+    np.testing.assert_allclose(remote.predict(u, i), local.predict(u, i), atol=1e-4, rtol=0)
+    # the gap report records the agents behind the server and the server
+    from types import SimpleNamespace
+
+    from recsim_personas.artifacts import manifest_digest
+    from recsim_personas.recommenders.gap import rater_artifact
+
+    recorded = rater_artifact(f"remote:{spec}", SimpleNamespace(rater_name=remote.name))
+    assert recorded["path"] == str(causal_trained) and recorded["remote_base_url"] == server.url
+    assert recorded["artifact_id"] == manifest_digest(causal_trained)
+    spec.write_text(json.dumps({"base_url": server.url}))
+    with pytest.raises(ConfigError, match="with an 'agents' directory"):
+        resolve_rater(f"remote:{spec}", world.split)
+    spec.write_text(json.dumps({"agents": str(causal_trained), "base_url": server.url, "concurency": 2}))
+    with pytest.raises(ConfigError, match="concurency"):
+        resolve_rater(f"remote:{spec}", world.split)
+    with pytest.raises(ConfigError, match="cannot read it as JSON"):
+        resolve_rater(f"remote:{tmp_path / 'missing.json'}", world.split)
