@@ -46,6 +46,7 @@ class CompletionServer:
         self.barrier: threading.Barrier | None = None
         self.barrier_broken = False
         self.inflight = 0
+        self.generation = 0
         self.max_inflight = 0
         self.requests = 0
         self._lock = threading.Lock()
@@ -138,6 +139,7 @@ class CompletionServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with server._lock:
+                    generation = server.generation  # a request still hanging from before a reset() is not counted
                     server.requests += 1
                     server.inflight += 1
                     server.max_inflight = max(server.max_inflight, server.inflight)
@@ -163,7 +165,8 @@ class CompletionServer:
                         self.reply(200, server.complete(body, drop))
                 finally:
                     with server._lock:
-                        server.inflight -= 1
+                        if server.generation == generation:
+                            server.inflight -= 1
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -184,6 +187,7 @@ class CompletionServer:
             self.barrier = None
             self.barrier_broken = False
             self.inflight = self.max_inflight = self.requests = 0
+            self.generation += 1
 
 
 # ---------------------------------------------------------------------------------------------------------
