@@ -66,6 +66,39 @@ class Reaction:
         return self.exited | self.truncated
 
 
+def watch_chances(
+    table: UserTable,
+    world: World,
+    rater: RaterSession,
+    choice: ChoiceSession,
+    cfg: SessionConfig,
+    users: np.ndarray,
+    items: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a page's users think of (user, item) pairs they have not seen, drawing nothing: one ``predict`` call.
+
+    Args:
+        table: the population's state (read).
+        world: the simulation's inputs.
+        rater: the population's rater session.
+        choice: the population's choice session.
+        cfg: the behaviour coefficients.
+        users: user rows, int64 (P,).
+        items: item indices, int64 (P,).
+
+    Returns:
+        ``(dist, expected, p_watch)``: the checked rating distributions float64 (P, 5), the expected ratings
+        float64 (P,) and the watch probabilities float64 (P,).
+
+    Raises:
+        RaterOutputError: the rater returned something that is not a batch of distributions.
+    """
+    dist = rater.predict(world.user_ids[users], world.item_ids[items])
+    dist = check_distribution(dist, users.size, source=f"rater {world.rater_name!r}")
+    expected = dist @ RATINGS
+    return dist, expected, choice.watch_probability(table, users, items, expected, cfg)
+
+
 def react_page(
     table: UserTable,
     world: World,
@@ -99,10 +132,7 @@ def react_page(
     watched = np.zeros((n, k), dtype=bool)
     ratings = np.zeros((n, k), dtype=np.int64)
     if ru.size:
-        dist = rater.predict(world.user_ids[ru], world.item_ids[ri])
-        dist = check_distribution(dist, ru.size, source=f"rater {world.rater_name!r}")
-        e = dist @ RATINGS
-        p = choice.watch_probability(table, ru, ri, e, cfg)
+        dist, e, p = watch_chances(table, world, rater, choice, cfg, ru, ri)
         watch = rng.random(ru.size) < p
         r = np.zeros(ru.size, dtype=np.int64)
         if watch.any():

@@ -243,6 +243,26 @@ def _index_actions(actions: Any, shape: tuple[int, ...], n_items: int, name: str
 
 
 # --------------------------------------------------------------------------------- score → slate
+class _TracksUnseen:
+    """Keeps which items the current user of the (each slot's) session has not seen, read from every reset's and
+    step's ``info`` — the state the slate mappings need. Mixed into the single and vector action wrappers
+    before their Gymnasium base, whose ``reset`` it replaces."""
+
+    env: Any
+    _unseen: np.ndarray | None = None
+
+    def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._unseen = _unseen(info, obs, type(self).__name__)
+        return obs, info
+
+    def _play(self, slates: np.ndarray) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Step the wrapped environment with valid slates and keep the next unseen mask."""
+        obs, reward, terminated, truncated, info = self.env.step(slates)
+        self._unseen = _unseen(info, obs, type(self).__name__)
+        return obs, reward, terminated, truncated, info
+
+
 class _ScoreMapping:
     """What :class:`ScoreSlateWrapper` and :class:`ScoreSlateVectorWrapper` share: the action space of one
     session and the batch mapping of actions to scores."""
@@ -264,7 +284,10 @@ class _ScoreMapping:
 
 
 class ScoreSlateWrapper(
-    _ScoreMapping, gym.ActionWrapper[dict[str, Any], np.ndarray, np.ndarray], gym.utils.RecordConstructorArgs
+    _TracksUnseen,
+    _ScoreMapping,
+    gym.ActionWrapper[dict[str, Any], np.ndarray, np.ndarray],
+    gym.utils.RecordConstructorArgs,
 ):
     """Act with a score per item (or a preference vector): the page shows the top-k unseen items.
 
@@ -301,7 +324,6 @@ class ScoreSlateWrapper(
         gym.utils.RecordConstructorArgs.__init__(self, item_embeddings=item_embeddings, embedding_dim=embedding_dim)
         gym.ActionWrapper.__init__(self, env)
         self.action_space = self._init_scores(base, item_embeddings, embedding_dim)
-        self._unseen: np.ndarray | None = None
 
     def scores(self, action: np.ndarray) -> np.ndarray:
         """The item scores of an action, float64 (n_items,)."""
@@ -314,22 +336,14 @@ class ScoreSlateWrapper(
             raise ResetNeeded("call reset() before step().")
         return score_slates(self.scores(action)[None, :], self._unseen[None, :], self.slate_size)[0]
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)
-        self._unseen = _unseen(info, obs, type(self).__name__)
-        return obs, info
-
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
         slate = self.action(action)
-        obs, reward, terminated, truncated, info = self.env.step(slate)
-        self._unseen = _unseen(info, obs, type(self).__name__)
+        obs, reward, terminated, truncated, info = self._play(slate)
         info["slate"] = slate
         return obs, reward, terminated, truncated, info
 
 
-class ScoreSlateVectorWrapper(_ScoreMapping, VectorActionWrapper):
+class ScoreSlateVectorWrapper(_TracksUnseen, _ScoreMapping, VectorActionWrapper):
     """:class:`ScoreSlateWrapper` for :class:`~recsim_personas.envs.vector.MovieLensVectorEnv`: each row of
     the actions scores the items (or is a preference vector) of its slot.
 
@@ -357,7 +371,6 @@ class ScoreSlateVectorWrapper(_ScoreMapping, VectorActionWrapper):
         self.action_space = spaces.Box(
             -1.0, 1.0, shape=(self.num_envs, *self.single_action_space.shape), dtype=np.float32
         )
-        self._unseen: np.ndarray | None = None
 
     def scores(self, actions: np.ndarray) -> np.ndarray:
         """The item scores of each row of ``actions``, float64 (num_envs, n_items)."""
@@ -369,23 +382,17 @@ class ScoreSlateVectorWrapper(_ScoreMapping, VectorActionWrapper):
             raise ResetNeeded("call reset() before step().")
         return score_slates(self.scores(actions), self._unseen, self.slate_size)
 
-    def reset(
-        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)
-        self._unseen = _unseen(info, obs, type(self).__name__)
-        return obs, info
-
     def step(self, actions: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         slates = self.actions(actions)
-        obs, rewards, terminated, truncated, info = self.env.step(slates)
-        self._unseen = _unseen(info, obs, type(self).__name__)
+        obs, rewards, terminated, truncated, info = self._play(slates)
         info["slate"], info["_slate"] = slates, np.asarray(info.get("_page", np.ones(self.num_envs, dtype=bool)))
         return obs, rewards, terminated, truncated, info
 
 
 # --------------------------------------------------------------------------------- dedup
-class DedupSlateWrapper(gym.ActionWrapper[dict[str, Any], np.ndarray, np.ndarray], gym.utils.RecordConstructorArgs):
+class DedupSlateWrapper(
+    _TracksUnseen, gym.ActionWrapper[dict[str, Any], np.ndarray, np.ndarray], gym.utils.RecordConstructorArgs
+):
     """Act with a plain ``MultiDiscrete`` slate: repeated and seen items are replaced deterministically.
 
     ## Action Space
@@ -417,7 +424,6 @@ class DedupSlateWrapper(gym.ActionWrapper[dict[str, Any], np.ndarray, np.ndarray
         self.n_items, self.slate_size = int(base.world.n_items), int(base.slate_size)
         self.popularity_order = _popularity_order(base.world)
         self.action_space = spaces.MultiDiscrete([self.n_items] * self.slate_size)
-        self._unseen: np.ndarray | None = None
         self._replaced = np.zeros(self.slate_size, dtype=bool)
 
     def action(self, action: np.ndarray) -> np.ndarray:
@@ -429,23 +435,15 @@ class DedupSlateWrapper(gym.ActionWrapper[dict[str, Any], np.ndarray, np.ndarray
         self._replaced = replaced[0]
         return slates[0]
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)
-        self._unseen = _unseen(info, obs, type(self).__name__)
-        return obs, info
-
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
         slate = self.action(action)
         replaced = self._replaced
-        obs, reward, terminated, truncated, info = self.env.step(slate)
-        self._unseen = _unseen(info, obs, type(self).__name__)
+        obs, reward, terminated, truncated, info = self._play(slate)
         info.update(slate=slate, replaced=replaced, n_replaced=int(replaced.sum()))
         return obs, reward, terminated, truncated, info
 
 
-class DedupSlateVectorWrapper(VectorActionWrapper):
+class DedupSlateVectorWrapper(_TracksUnseen, VectorActionWrapper):
     """:class:`DedupSlateWrapper` for :class:`~recsim_personas.envs.vector.MovieLensVectorEnv`.
 
     ## Action Space
@@ -473,7 +471,6 @@ class DedupSlateVectorWrapper(VectorActionWrapper):
         self.popularity_order = _popularity_order(base.world)
         self.single_action_space = spaces.MultiDiscrete([self.n_items] * self.slate_size)
         self.action_space = spaces.MultiDiscrete(np.full((self.num_envs, self.slate_size), self.n_items))
-        self._unseen: np.ndarray | None = None
         self._replaced = np.zeros((self.num_envs, self.slate_size), dtype=bool)
 
     def actions(self, actions: np.ndarray) -> np.ndarray:
@@ -484,18 +481,10 @@ class DedupSlateVectorWrapper(VectorActionWrapper):
         slates, self._replaced = dedup_slates(acts, self._unseen, self.fallback, self.popularity_order)
         return slates
 
-    def reset(
-        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)
-        self._unseen = _unseen(info, obs, type(self).__name__)
-        return obs, info
-
     def step(self, actions: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         slates = self.actions(actions)
         replaced = self._replaced
-        obs, rewards, terminated, truncated, info = self.env.step(slates)
-        self._unseen = _unseen(info, obs, type(self).__name__)
+        obs, rewards, terminated, truncated, info = self._play(slates)
         playing = np.asarray(info.get("_page", np.ones(self.num_envs, dtype=bool)))
         for key, value in (("slate", slates), ("replaced", replaced), ("n_replaced", replaced.sum(axis=1))):
             info[key], info[f"_{key}"] = value, playing.copy()

@@ -314,9 +314,9 @@ def gumbel_top_k(
     n, n_items = logits.shape
     out = np.empty((n, n_samples, k), dtype=np.int64)
     short = allowed.sum(axis=1) < k
-    if short.any():
-        from recsim_personas.recommenders.plackett_luce import sample_slates
+    from recsim_personas.recommenders.plackett_luce import sample_slates, top_k_of_keys
 
+    if short.any():
         rows = np.flatnonzero(short)
         rep = np.repeat(logits[rows], n_samples, axis=0)
         drawn = sample_slates(rep, k, rng, np.repeat(allowed[rows], n_samples, axis=0))
@@ -326,10 +326,7 @@ def gumbel_top_k(
         base = np.where(allowed[rows], logits[rows], -np.inf).astype(np.float32)
         u = rng.random((rows.size, n_samples, n_items), dtype=np.float32)
         np.maximum(u, np.float32(1e-30), out=u)
-        key = base[:, None, :] - np.log(-np.log(u))
-        top = np.argpartition(-key, k - 1, axis=2)[..., :k]
-        order = np.argsort(-np.take_along_axis(key, top, axis=2), axis=2, kind="stable")
-        out[rows] = np.take_along_axis(top, order, axis=2)
+        out[rows] = top_k_of_keys(base[:, None, :] - np.log(-np.log(u)), k)
     return out
 
 

@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recsim_personas.agents.rater import RATINGS, check_distribution
+from recsim_personas.envs.reaction import watch_chances
+from recsim_personas.envs.session import REWARD_MODES
 from recsim_personas.errors import unknown_choice
 
 if TYPE_CHECKING:
     from recsim_personas.envs.model import Population
-
-REWARD_MODES = ("likes", "watches", "rating")
 
 
 def expected_item_rewards(population: Population, users: np.ndarray, items: np.ndarray, mode: str) -> np.ndarray:
@@ -50,12 +49,9 @@ def expected_item_rewards(population: Population, users: np.ndarray, items: np.n
     ask = ~table.seen[rows, items]
     if not ask.any():
         return out
-    ru, ri = rows[ask], items[ask]
-    dist = check_distribution(
-        population.rater.predict(world.user_ids[ru], world.item_ids[ri]), ru.size, source=f"rater {world.rater_name!r}"
+    dist, expected, p_watch = watch_chances(
+        table, world, population.rater, population.choice, cfg, rows[ask], items[ask]
     )
-    expected = dist @ RATINGS
-    p_watch = population.choice.watch_probability(table, ru, ri, expected, cfg)
     if mode == "watches":
         gain = np.ones_like(expected)
     else:

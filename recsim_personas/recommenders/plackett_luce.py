@@ -67,9 +67,15 @@ def sample_slates(
     key = s + rng.gumbel(size=s.shape)
     # Disallowed items (-inf) go last, in a random order of their own, should a row need them.
     key = np.where(np.isneginf(key), -1e300 * (1.0 + rng.random(s.shape)), key)
-    top = np.argpartition(-key, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(key, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1).astype(np.int64)
+    return top_k_of_keys(key, k)
+
+
+def top_k_of_keys(key: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the ``k`` largest keys along the last axis, largest first: int64 (..., k). With Gumbel-
+    perturbed logits as keys, a Plackett-Luce sample (:func:`sample_slates`)."""
+    top = np.argpartition(-key, k - 1, axis=-1)[..., :k]
+    order = np.argsort(-np.take_along_axis(key, top, axis=-1), axis=-1, kind="stable")
+    return np.take_along_axis(top, order, axis=-1).astype(np.int64)
 
 
 def position_log_probs(
