@@ -2,7 +2,8 @@
 as the number of simulated users grows.
 
 Builds the split's world (bias rater, fitted choice model) — its real users are the first size — then a
-synthetic world (:func:`recsim_personas.envs.synthetic.synthetic_world`) for every other size. For each size it
+synthetic world (:func:`recsim_personas.envs.synthetic.synthetic_world`) for every other size, and the world of each
+``--real-splits`` split (its own real users, e.g. all 6,040 of ML-1M from an ``ml-1m-implicit`` split). For each it
 records the build time and the growth of the process's resident memory (psutil) from building the world and a
 ``MovieLensVectorEnv`` with ``--num-envs`` slots on it. Then, round-robin over ``--repeats`` rounds (median
 reported), it times ``--steps`` vector steps of each size's env driven by a random policy (time inside
@@ -11,7 +12,7 @@ population). From the per-user memory (the slope between the two largest sizes) 
 derives a plan for ``--plan-users`` users on workers of ``--worker-gib`` GiB. Prints one JSON object and writes
 ``report.md`` / ``report.json`` into ``--out``.
 
-    .venv/bin/python benchmarks/population_scaling.py --out runs/bench/population_scaling
+    .venv/bin/python benchmarks/population_scaling.py --real-splits runs/ml1m/split --out runs/bench/population_scaling
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Args:
     """the split directory (its users are the first size)"""
     sizes: list[int] = field(default_factory=lambda: [6040, 100_000])
     """synthetic population sizes measured beside the split's own users"""
+    real_splits: list[str] = field(default_factory=list)
+    """further splits whose own users are measured as rows too (e.g. the 6,040 users of an ml-1m-implicit split)"""
     num_envs: int = 64
     """vector-env width"""
     steps: int = 300
@@ -65,6 +68,7 @@ def parse() -> Args:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", default=d.split)
     p.add_argument("--sizes", type=int, nargs="+", default=d.sizes)
+    p.add_argument("--real-splits", nargs="*", default=d.real_splits)
     p.add_argument("--num-envs", type=int, default=d.num_envs)
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--repeats", type=int, default=d.repeats)
@@ -101,21 +105,30 @@ rss0 = rss()
 t0 = time.perf_counter()
 base = make_world(args.split, "bias", choice="fitted")
 base_build_s = time.perf_counter() - t0
-rows: dict[int, dict] = {}
+rows: dict[str, dict] = {}
 worlds, envs, obs, policies = {}, {}, {}, {}
-for n in [base.n_users, *args.sizes]:
+BASE = "split"
+entries = [(BASE, base.n_users), *((f"synthetic-{n}", n) for n in args.sizes), *((s, 0) for s in args.real_splits)]
+for key, n in entries:
     before = rss()
     t0 = time.perf_counter()
-    world = base if n == base.n_users else synthetic_world(base, n, seed=args.seed)
-    build_s = base_build_s if n == base.n_users else time.perf_counter() - t0
+    if key == BASE:
+        world = base
+    elif key.startswith("synthetic-"):
+        world = synthetic_world(base, n, seed=args.seed)
+    else:
+        world = make_world(key, "bias", choice="fitted")
+    build_s = base_build_s if key == BASE else time.perf_counter() - t0
     env = MovieLensVectorEnv(args.num_envs, world=world, slate_size=args.slate_size)
     policy = RandomPolicy(world.n_items, args.slate_size, seed=args.seed)
-    obs[n], _ = env.reset(seed=args.seed)
-    worlds[n], envs[n], policies[n] = world, env, policy
-    grown = rss() - (rss0 if n == base.n_users else before)
-    rows[n] = {
-        "n_users": n,
-        "synthetic": n != base.n_users,
+    obs[key], _ = env.reset(seed=args.seed)
+    worlds[key], envs[key], policies[key] = world, env, policy
+    grown = rss() - (rss0 if key == BASE else before)
+    rows[key] = {
+        "label": key,
+        "n_users": world.n_users,
+        "n_items": world.n_items,
+        "synthetic": key.startswith("synthetic-"),
         "build_s": build_s,
         "choice_lazy": bool(getattr(world.choice, "fixed", 0) is None),
         "rss_growth_mib": grown / MIB,
@@ -145,7 +158,7 @@ for _ in range(args.day_repeats):
         del pop
 
 peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-base_sps = statistics.median(rows[base.n_users]["sps"])
+base_sps = statistics.median(rows[BASE]["sps"])
 for row in rows.values():
     row["env_steps_per_s"] = statistics.median(row["sps"])
     row["transitions_per_s"] = row["env_steps_per_s"] * args.num_envs
@@ -154,14 +167,18 @@ for row in rows.values():
     row["day_us_per_user"] = 1e6 * row["day_median_s"] / row["n_users"]
 
 # ------------------------------------------------------------------------------------------ plan
-largest, second = sorted(rows)[-1], sorted(rows)[-2]
-per_user_bytes = (rows[largest]["rss_growth_mib"] - rows[second]["rss_growth_mib"]) * MIB / (largest - second)
-fixed_mib = rss0 / MIB + rows[base.n_users]["rss_growth_mib"]  # interpreter, libraries, items, choice model
+by_size = sorted((r for r in rows.values() if r["synthetic"]), key=lambda r: r["n_users"])
+if len(by_size) < 2:
+    raise SystemExit("population_scaling: the plan needs two synthetic sizes (--sizes A B).")
+big, small = by_size[-1], by_size[-2]
+largest, second = big["n_users"], small["n_users"]
+per_user_bytes = (big["rss_growth_mib"] - small["rss_growth_mib"]) * MIB / (largest - second)
+fixed_mib = rss0 / MIB + rows[BASE]["rss_growth_mib"]  # interpreter, libraries, items, choice model
 usable = 0.75 * args.worker_gib * 1024 * MIB - fixed_mib * MIB
 users_per_worker = int(usable // per_user_bytes) if per_user_bytes > 0 else args.plan_users
 users_per_worker = max(1, min(users_per_worker, args.plan_users))
 workers = math.ceil(args.plan_users / users_per_worker)
-day_s_per_user = rows[largest]["day_median_s"] / largest
+day_s_per_user = big["day_median_s"] / largest
 day_s_worker = day_s_per_user * users_per_worker
 month_hours = 30 * day_s_worker / 3600
 plan = {
@@ -175,7 +192,6 @@ plan = {
     "hours_per_simulated_month": month_hours,
     "core_hours_per_simulated_month": month_hours * workers,
 }
-big = rows[largest]
 targets = {
     "ratio": big["ratio_to_split"],
     "ratio_met": big["ratio_to_split"] >= args.target_ratio,
@@ -184,7 +200,7 @@ targets = {
 }
 result = {
     "args": asdict(args),
-    "rows": [rows[n] for n in sorted(rows)],
+    "rows": list(rows.values()),
     "plan": plan,
     "targets": targets,
     "peak_rss_mib": peak_rss_mib,
@@ -200,14 +216,18 @@ lines = [
     f" vector env with {args.num_envs} slots, slate {args.slate_size}, random policy; median of {args.repeats}"
     f" round-robin rounds of {args.steps} steps, day cost the median of {args.day_repeats} fresh populations.",
     "",
-    "| users | synthetic | build (s) | RSS growth (MiB) | choice fixed logits | env steps/s | transitions/s |"
+    "| population | users | items | build (s) | RSS growth (MiB) | choice fixed logits | env steps/s | transitions/s |"
     " ratio to split | 1 day (s) | µs per user-day |",
-    "|---:|:--|---:|---:|:--|---:|---:|---:|---:|---:|",
+    "|:--|---:|---:|---:|---:|:--|---:|---:|---:|---:|---:|",
 ]
-for n in sorted(rows):
-    r = rows[n]
+for r in rows.values():
+    what = (
+        f"synthetic, from `{args.split}`"
+        if r["synthetic"]
+        else f"real users of `{args.split if r['label'] == BASE else r['label']}`"
+    )
     lines.append(
-        f"| {n:,} | {'yes' if r['synthetic'] else 'no'} | {r['build_s']:.1f} | {r['rss_growth_mib']:.0f} |"
+        f"| {what} | {r['n_users']:,} | {r['n_items']:,} | {r['build_s']:.1f} | {r['rss_growth_mib']:.0f} |"
         f" {'lazy' if r['choice_lazy'] else 'dense'} | {r['env_steps_per_s']:.0f} | {r['transitions_per_s']:.0f} |"
         f" {r['ratio_to_split']:.2f} | {r['day_median_s']:.2f} | {r['day_us_per_user']:.1f} |"
     )
@@ -220,6 +240,13 @@ lines += [
     f" ({'meets' if targets['ratio_met'] else 'misses'} the target of ≥ {args.target_ratio}), and the run's peak"
     f" resident memory is {targets['peak_rss_gib']:.2f} GiB"
     f" ({'meets' if targets['rss_met'] else 'misses'} the target of ≤ {args.target_gib} GiB).",
+    *(
+        f"The real users of `{r['label']}` ({r['n_users']:,} users, {r['n_items']:,} items) run at"
+        f" {r['ratio_to_split']:.2f}× the split's steps/s in {r['rss_growth_mib']:.0f} MiB of growth; a simulated day"
+        f" of them costs {r['day_us_per_user']:.1f} µs per user."
+        for r in rows.values()
+        if not r["synthetic"] and r["label"] != BASE
+    ),
     "",
     "## Plan for a larger population",
     "",

@@ -17,7 +17,8 @@ sessions as :class:`~recsim_personas.agents.persona_agents.PersonaAgents` does).
      agent puts nearly all its mass on the five digits, so ``top_logprobs=20`` holds them);
    - ``mode="echo"``: the five prompts ``prompt + rating token`` in one request with ``echo=True,
      logprobs=0``; each rating token's log-probability is the prompt log-probability at its position (exact
-     for any model, five prompts of prefill per rating — cheap with vLLM's prefix caching);
+     for any model, five prompts of prefill per rating — cheap with vLLM's prefix caching; a server that takes
+     one prompt per request, as llama-cpp-python's, needs ``"top_logprobs"``);
 
 4. the five log-probabilities, plus the anchoring prior's when the agents are anchored, → softmax → float64
    (n, 5). Renormalising over the five tokens is the local agent's softmax over the same five logits (the
@@ -56,6 +57,7 @@ from recsim_personas.personas.openai_endpoint import DEFAULT_KEY_ENV, LLMEndpoin
 logger = logging.getLogger(__name__)
 
 MODES: tuple[str, ...] = ("top_logprobs", "echo")
+PROMPT_FORMATS: tuple[str, ...] = ("token_ids", "text")
 BASE_ADAPTER = "__base__"
 """The key of :attr:`RemoteRaterConfig.served_names` for agents without adapters (the prompt-only baseline)."""
 SERVED_NAMES_FILE = "served_names.json"
@@ -88,6 +90,11 @@ class RemoteRaterConfig:
         backoff_max: the longest wait between two retries, in seconds.
         token_ids_in_answer: ask the server for ``token_id:<id>`` keys instead of token texts (vLLM's
             ``return_tokens_as_token_ids``; robust when two tokens decode to the same text).
+        prompt_format: ``"token_ids"`` (the prompt as a list of token ids: the server scores exactly the local
+            agent's tokens) or ``"text"`` (the ids decoded back to text, special tokens kept, for servers whose
+            completions API takes strings only, e.g. llama-cpp-python's; the server tokenizes it again, so the
+            tokens match only when the decode/encode round trip is exact — ``benchmarks/remote_engine.py``
+            checks it against the server's tokenizer).
     """
 
     base_url: str
@@ -101,6 +108,7 @@ class RemoteRaterConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 8.0
     token_ids_in_answer: bool = False
+    prompt_format: Literal["token_ids", "text"] = "token_ids"
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
@@ -110,6 +118,10 @@ class RemoteRaterConfig:
             )
         if self.mode not in MODES:
             raise ConfigError(f"RemoteRaterConfig.mode must be one of {list(MODES)}, got {self.mode!r}.")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ConfigError(
+                f"RemoteRaterConfig.prompt_format must be one of {list(PROMPT_FORMATS)}, got {self.prompt_format!r}."
+            )
         for name in ("top_logprobs", "concurrency", "max_retries"):
             value = getattr(self, name)
             low = {"top_logprobs": N_LEVELS, "concurrency": 1, "max_retries": 0}[name]
@@ -326,9 +338,16 @@ class RemoteRater:
         cfg = self.config
         what = f"request {j} (user_id {user}, item_id {item}, model {model!r})"
         extra = {"return_tokens_as_token_ids": True} if cfg.token_ids_in_answer else None
+        as_text = cfg.prompt_format == "text"
         if cfg.mode == "top_logprobs":
             resp = self._create(
-                what, model=model, prompt=ids, max_tokens=1, temperature=0.0, logprobs=cfg.top_logprobs, extra=extra
+                what,
+                model=model,
+                prompt=self.prompt_text(ids) if as_text else ids,
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=cfg.top_logprobs,
+                extra=extra,
             )
             try:
                 top = resp.choices[0].logprobs.top_logprobs[0] or {}
@@ -349,13 +368,23 @@ class RemoteRater:
                 values.append(float(top[key]))
             return np.asarray(values, dtype=np.float64)
         prompts = [[*ids, t] for t in self.rating_ids]
-        resp = self._create(what, model=model, prompt=prompts, max_tokens=1, echo=True, logprobs=0, extra=extra)
+        sent: list[Any] = [self.prompt_text(p) for p in prompts] if as_text else prompts
+        resp = self._create(what, model=model, prompt=sent, max_tokens=1, echo=True, logprobs=0, extra=extra)
         values = [math.nan] * N_LEVELS
         for choice in resp.choices or []:
             k = int(choice.index)
             lps = getattr(choice.logprobs, "token_logprobs", None) or []
-            if 0 <= k < N_LEVELS and len(lps) > len(ids) and lps[len(ids)] is not None:
-                values[k] = float(lps[len(ids)])
+            at = len(ids)  # token ids: the rating token's position is known
+            if as_text and 0 <= k < N_LEVELS:  # text: the server's own tokens; find the one ending the prompt
+                at = self._text_position(choice.logprobs, sent[k], self.token_keys[k])
+                if at is None:
+                    raise RaterOutputError(
+                        f"{cfg.base_url} tokenized {what}'s text prompt differently: no token {self.token_keys[k]!r}"
+                        f" (rating {RATING_DIGITS[k]}) ends it. Fix: use prompt_format='token_ids' with a server that"
+                        " takes token-id prompts, or mode='top_logprobs'."
+                    )
+            if 0 <= k < N_LEVELS and 0 <= at < len(lps) and lps[at] is not None:
+                values[k] = float(lps[at])
         for k, v in enumerate(values):
             if math.isnan(v):
                 raise RaterOutputError(
@@ -365,6 +394,19 @@ class RemoteRater:
                     " mode='top_logprobs'."
                 )
         return np.asarray(values, dtype=np.float64)
+
+    @staticmethod
+    def _text_position(logprobs: Any, text: str, key: str) -> int | None:
+        """The index of the echoed token ``key`` that ends the prompt ``text`` (by its ``text_offset``), or None.
+        Servers differ in whether the echo lists the generated token after the prompt's; the offset does not."""
+        tokens = getattr(logprobs, "tokens", None) or []
+        offsets = getattr(logprobs, "text_offset", None) or []
+        start = len(text) - len(key)
+        return next((j for j, (t, o) in enumerate(zip(tokens, offsets, strict=False)) if t == key and o == start), None)
+
+    def prompt_text(self, ids: list[int]) -> str:
+        """The text of a token-id prompt (``prompt_format="text"``): decoded with its special tokens."""
+        return str(self.prompter.builder.tok.decode(ids, skip_special_tokens=False))
 
     def _create(self, what: str, *, extra: dict[str, Any] | None, **params: Any) -> Any:
         """``completions.create`` with this rater's retries (module docstring); raises ``LLMEndpointError``."""

@@ -313,6 +313,18 @@ def training_set(split: Split, config: ChoiceConfig | None = None) -> TrainingSe
     )
 
 
+def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and scale, float64 (n_features,) each: the standard deviation, or 1 for a constant feature.
+
+    "Constant" is relative: a column of 4.0s summed over 10^5 rows has a standard deviation of rounding error
+    (~1e-12, as the expected rating on implicit data, where every rating is 4); dividing by it would blow any later
+    deviation of that feature up into a saturated watch probability.
+    """
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    return mean, np.where(scale > 1e-8 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
+
+
 def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice:
     """Fit the choice model on a split's history (see the module docstring).
 
@@ -337,9 +349,7 @@ def fit_choice(split: Split, config: ChoiceConfig | None = None) -> FittedChoice
     x, y, is_valid, users, items = data.x, data.y, data.is_valid, data.users, data.items
     known, user_ids, item_ids, genres = data.known, data.user_ids, data.item_ids, data.genres
 
-    mean = x[~is_valid].mean(axis=0)
-    scale = x[~is_valid].std(axis=0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
+    mean, scale = standardisation(x[~is_valid])
     clf = LogisticRegression(C=config.c, max_iter=5000)
     clf.fit((x[~is_valid] - mean) / scale, y[~is_valid])
     coef = clf.coef_[0].astype(np.float64)

@@ -76,23 +76,26 @@ def cmd_choice_fit(args: argparse.Namespace) -> int:
     from recsim_personas.choice.fit import fit_choice
     from recsim_personas.choice.model import CHOICE
     from recsim_personas.data import load_split
+    from recsim_personas.data.datasets import get_spec
     from recsim_personas.envs.calibration import fit_split_sessions
 
     config = args.choice_options.build(args)
     split = load_split(args.split)
     model = fit_choice(split, config)
-    sessions = fit_split_sessions(split, gap_minutes=args.gap_minutes)
+    # an implicit dataset's pseudo-time (file order) has no sessions: its session behaviour stays hand-set
+    implicit = get_spec(split.config.dataset).implicit
+    sessions = None if implicit else fit_split_sessions(split, gap_minutes=args.gap_minutes)
     if args.overwrite and Path(args.out).exists():
         # refit first, then replace: only a directory that is a choice model is removed
         read_manifest(args.out, CHOICE)
         shutil.rmtree(args.out)
-    model.save(args.out, sessions=sessions.to_dict())
+    model.save(args.out, sessions=None if sessions is None else sessions.to_dict())
     v = model.report["validation"]
     payload: dict[str, Any] = {
         "out": args.out,
         "split_id": split.split_id,
         "choice": model.report,
-        "sessions": sessions.to_dict(),
+        "sessions": None if sessions is None else sessions.to_dict(),
     }
     text = "\n".join(
         [
@@ -102,7 +105,11 @@ def cmd_choice_fit(args: argparse.Namespace) -> int:
             f"validation ({v['n']:,} choices): ROC-AUC {v['fitted']['roc_auc']:.3f} (hand-set formula"
             f" {v['handset']['roc_auc']:.3f}), mean log-likelihood {v['fitted']['log_likelihood']:.3f}"
             f" (hand-set {v['handset']['log_likelihood']:.3f})",
-            "sessions fitted: " + ", ".join(sessions.fitted),
+            (
+                f"sessions: hand-set ({split.config.dataset} has no timestamps)"
+                if sessions is None
+                else "sessions fitted: " + ", ".join(sessions.fitted)
+            ),
         ]
     )
     emit(args, payload, text)

@@ -80,6 +80,21 @@ def register_simulate(
         default="fitted",
         help="how users choose: fitted (default; fitted on the split's history), handset, or a `choice fit` directory",
     )
+    p.add_argument(
+        "--synthetic-users",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="simulate N synthetic users drawn from the split's users instead of the split's own users"
+        " (envs.synthetic.synthetic_world; seeded by --seed)",
+    )
+    p.add_argument(
+        "--clusters",
+        default=None,
+        metavar="DIR",
+        help="with --synthetic-users: draw each synthetic user's template by persona cluster (a clusters directory"
+        " from `personas cluster`, e.g. PERSONAS/clusters), in the clusters' real shares",
+    )
     add_session_options(p)
     p.set_defaults(func=cmd_simulate)
     return p
@@ -103,8 +118,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise unknown_choice("policy", args.policy, POLICIES)
     if args.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {args.seed!r}.")
+    if args.clusters is not None and args.synthetic_users is None:
+        raise ConfigError("--clusters draws synthetic users' templates; it needs --synthetic-users N.")
     split = load_split(args.split)
     world = make_world(split, args.rater, choice=args.choice)
+    if args.synthetic_users is not None:
+        from recsim_personas.envs.synthetic import synthetic_world
+
+        labels = None
+        if args.clusters is not None:
+            from recsim_personas.personas.clustering import load_clusters
+
+            labels = load_clusters(args.clusters).labels
+        world = synthetic_world(world, args.synthetic_users, seed=args.seed, clusters=labels)
     if args.slate_size > world.n_items:
         raise ConfigError(f"--slate-size {args.slate_size} exceeds the split's {world.n_items} items.")
     config = session_config_from(args, world.session_config) or SessionConfig()
@@ -124,6 +150,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "split": str(split.path) if split.path is not None else None,
         "split_id": world.split_id,
         "users": world.n_users,
+        "synthetic": args.synthetic_users is not None,
+        "clusters": args.clusters,
         "items": world.n_items,
         "rater": world.rater_name,
         "choice": getattr(world.choice, "name", "handset"),

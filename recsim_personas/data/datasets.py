@@ -50,10 +50,26 @@ class DatasetSpec:
     items_file: str
     users_file: str
     text_file: str = "movie_text.jsonl"
+    implicit: bool = False
+    """the ratings file holds (user, item) pairs only (see :mod:`~recsim_personas.data.implicit`)"""
+    ratings_fallback: str | None = None
+    """a file read instead of ``ratings_file`` when that is absent (its values and timestamps dropped)"""
 
     @property
     def required_files(self) -> tuple[str, str, str]:
         return (self.ratings_file, self.items_file, self.users_file)
+
+    def interactions_in(self, directory: Path) -> Path | None:
+        """The file ``directory`` holds the interactions in (``ratings_file``, else ``ratings_fallback``)."""
+        for name in (self.ratings_file, self.ratings_fallback):
+            if name is not None and (directory / name).is_file():
+                return directory / name
+        return None
+
+    def missing_in(self, directory: Path) -> list[str]:
+        """The files of the dataset ``directory`` lacks."""
+        missing = [] if self.interactions_in(directory) is not None else [self.ratings_file]
+        return missing + [f for f in (self.items_file, self.users_file) if not (directory / f).is_file()]
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -74,6 +90,17 @@ DATASETS: dict[str, DatasetSpec] = {
         ratings_file="ratings.dat",
         items_file="movies.dat",
         users_file="users.dat",
+    ),
+    "ml-1m-implicit": DatasetSpec(
+        name="ml-1m-implicit",
+        url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        md5="c4d9eecfca2ab87c1945afe126590906",
+        archive_dir="ml-1m",
+        ratings_file="interactions_user_movie.csv.gz",
+        items_file="movies.dat",
+        users_file="users.dat",
+        implicit=True,
+        ratings_fallback="ratings.dat",
     ),
 }
 
@@ -98,7 +125,7 @@ def cache_root() -> Path:
 
 def _dataset_in(directory: Path, spec: DatasetSpec) -> Path | None:
     for candidate in (directory / spec.name, directory / spec.archive_dir, directory):
-        if (candidate / spec.ratings_file).is_file():
+        if spec.interactions_in(candidate) is not None:
             return candidate
     return None
 
@@ -115,6 +142,11 @@ def _missing_message(directory: Path, spec: DatasetSpec, origin: str) -> str:
         msg += (
             " This copy of ML-1M has movies and users but no rating values; rating-based stages need the"
             " official ml-1m.zip (it holds ratings.dat)."
+            + (
+                " Its rating-free interaction pairs are the dataset 'ml-1m-implicit'."
+                if (present / DATASETS["ml-1m-implicit"].ratings_file).is_file()
+                else ""
+            )
         )
     msg += (
         f" Fix: point it at a directory with the GroupLens files, or unset it to use the cache/download ({spec.url})."
@@ -157,7 +189,7 @@ def resolve_dataset_dir(name: str, data_dir: str | os.PathLike[str] | None = Non
 
 
 def _check_complete(directory: Path, spec: DatasetSpec) -> None:
-    missing = [f for f in spec.required_files if not (directory / f).is_file()]
+    missing = spec.missing_in(directory)
     if missing:
         raise DataNotFoundError(
             f"{str(directory)!r} holds {spec.ratings_file} but lacks {', '.join(missing)} of the {spec.name}"
@@ -204,14 +236,14 @@ def download_dataset(
                 f" is {spec.url})."
             ) from exc
         inner = extract_dir / spec.archive_dir
-        missing = [f for f in spec.required_files if not (inner / f).is_file()]
+        missing = spec.missing_in(inner)
         if missing:
             raise DownloadError(
                 f"{url}: the archive lacks {spec.archive_dir}/{', '.join(missing)}. Fix: check the URL (the official"
                 f" one is {spec.url})."
             )
         if target.exists():  # another process finished first, or a broken leftover
-            if _dataset_in(target, spec) == target and all((target / f).is_file() for f in spec.required_files):
+            if _dataset_in(target, spec) == target and not spec.missing_in(target):
                 return target
             shutil.rmtree(target)
         os.replace(inner, target)

@@ -19,6 +19,7 @@ import pandas as pd
 from recsim_personas._io import sha256_file
 from recsim_personas.data import readers
 from recsim_personas.data.datasets import DatasetSpec, get_spec, resolve_dataset_dir
+from recsim_personas.data.implicit import implicit_ratings
 from recsim_personas.data.readers import ML100K_GENRES
 from recsim_personas.errors import DataFormatError, DataNotFoundError
 
@@ -81,7 +82,17 @@ def load_movielens(
 
 def _load_from(spec: DatasetSpec, root: Path, text: bool | str | os.PathLike[str]) -> MovieLens:
     files = {f: root / f for f in spec.required_files}
-    if spec.name == "ml-100k":
+    if spec.implicit:  # (user, item) pairs only: see recsim_personas.data.implicit for the stand-in values
+        source = spec.interactions_in(root) or files[spec.ratings_file]
+        files[spec.ratings_file] = source
+        if source.name == spec.ratings_fallback:
+            pairs = readers.read_ratings(source, sep="::")[["user_id", "item_id"]]
+        else:
+            pairs = readers.read_interactions(source)
+        ratings = implicit_ratings(pairs)
+        items = readers.read_items_ml1m(files[spec.items_file])
+        users = readers.read_users_ml1m(files[spec.users_file])
+    elif spec.name == "ml-100k":
         ratings = readers.read_ratings(files["u.data"], sep="\t")
         genre_file = root / "u.genre"
         genres = readers.read_genres_ml100k(genre_file) if genre_file.is_file() else ML100K_GENRES
@@ -121,7 +132,7 @@ def _load_from(spec: DatasetSpec, root: Path, text: bool | str | os.PathLike[str
         items=items,
         users=users,
         text=text_frame,
-        source_files={k: sha256_file(p) for k, p in files.items()},
+        source_files={p.name: sha256_file(p) for p in files.values()},
     )
 
 

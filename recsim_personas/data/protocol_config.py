@@ -20,7 +20,8 @@ class ProtocolConfig:
     """How to select users and split their ratings.
 
     Attributes:
-        dataset: ``"ml-100k"`` or ``"ml-1m"``.
+        dataset: ``"ml-100k"``, ``"ml-1m"`` or ``"ml-1m-implicit"`` (ML-1M's rating-free pairs, every one
+            rated 4, in file order).
         n_users: how many eligible users to sample; ``None`` keeps them all.
         min_ratings: fewest ratings an eligible user has (inclusive).
         max_ratings: most ratings an eligible user has (inclusive).

@@ -132,11 +132,16 @@ def read_delimited(
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{str(path)!r} does not exist. Fix: check the dataset directory.")
-    text = decode_text(path.read_bytes(), path, encoding)
+    return split_fields(decode_text(path.read_bytes(), path, encoding), path, sep, columns)
+
+
+def split_fields(text: str, path: Path, sep: str, columns: list[str], *, skip_lines: int = 0) -> pd.DataFrame:
+    """:func:`read_delimited` on decoded text (``path`` names it in errors); the first ``skip_lines`` lines
+    (a header) are left out but still counted in the line numbers."""
     lines = pd.Series(text.split("\n"))
     lines = lines.str.rstrip("\r")
     numbers = pd.Series(np.arange(1, len(lines) + 1), dtype="int64")
-    keep = lines.str.strip() != ""  # whitespace-only lines count as blank
+    keep = (lines.str.strip() != "") & (numbers > skip_lines)  # whitespace-only lines count as blank
     lines, numbers = lines[keep], numbers[keep]
     n_fields = lines.str.count(re.escape(sep)) + 1
     bad = n_fields != len(columns)
@@ -223,15 +228,62 @@ def read_ratings(path: str | os.PathLike[str], *, sep: str) -> pd.DataFrame:
             "timestamp": parse_int(raw, "timestamp", path, lo=0),
         }
     )
+    _refuse_duplicates(out, raw, path, "rating")
+    return out
+
+
+def _refuse_duplicates(out: pd.DataFrame, raw: pd.DataFrame, path: Path, what: str) -> None:
     dup = out.duplicated(["user_id", "item_id"], keep=False)
     if dup.any():
         first = dup.idxmax()
         u, i = out.loc[first, "user_id"], out.loc[first, "item_id"]
         where = raw["_line"][dup & (out["user_id"] == u) & (out["item_id"] == i)].tolist()
         raise DataFormatError(
-            f"{path}:{where[1]}: duplicate rating of item_id {i} by user_id {u} (also on line {where[0]})."
-            " Fix: keep one rating per (user, item) pair."
+            f"{path}:{where[1]}: duplicate {what} of item_id {i} by user_id {u} (also on line {where[0]})."
+            f" Fix: keep one {what} per (user, item) pair."
         )
+
+
+INTERACTION_HEADERS = ("user_id,movie_id", "user_id,item_id")
+
+
+def read_interactions(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a rating-free interaction file: CSV (gzip-compressed when the name ends in ``.gz``) with the header
+    ``user_id,movie_id`` (or ``user_id,item_id``) and one (user, movie) pair per line.
+
+    Returns a frame with ``user_id``, ``item_id`` (int64), in file order.
+
+    Raises:
+        DataNotFoundError: the file does not exist.
+        DataFormatError: not gzip data, a missing or different header, wrong field count, a non-integer id,
+            or a duplicate pair (both lines named).
+    """
+    import gzip
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{str(path)!r} does not exist. Fix: check the dataset directory.")
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DataFormatError(
+                f"{path}: not a complete gzip file ({exc}). Fix: restore the file (or name it without .gz if it is"
+                " plain text)."
+            ) from None
+    text = decode_text(data, path)
+    header = text.split("\n", 1)[0].strip().lstrip("\ufeff").replace(" ", "")
+    if header not in INTERACTION_HEADERS:
+        raise DataFormatError(
+            f"{path}:1: expected the header {INTERACTION_HEADERS[0]!r}, found {header[:80]!r}. Fix: add the header"
+            " line, or list the columns in that order."
+        )
+    raw = split_fields(text, path, ",", ["user_id", "item_id"], skip_lines=1)
+    out = pd.DataFrame(
+        {"user_id": parse_int(raw, "user_id", path, lo=1), "item_id": parse_int(raw, "item_id", path, lo=1)}
+    )
+    _refuse_duplicates(out, raw, path, "interaction")
     return out
 
 

@@ -2,7 +2,8 @@
 
 :func:`synthetic_world` returns a :class:`~recsim_personas.envs.world.World` of ``n_users`` synthetic users
 over the same items, rater and choice model as the world it is given. A **synthetic user** is a perturbed copy
-of one real *template* user (drawn uniformly, with replacement):
+of one real *template* user, drawn with replacement — uniformly, or (given the persona clusters of the template
+users) a cluster first, by the clusters' shares or chosen weights, then a member of it uniformly:
 
 - **history**: each of the template's train ratings is kept with probability ``keep`` (in its place, oldest
   first); each dropped one is replaced, in the same place and with the same rating, by one of the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -184,7 +186,15 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
-def synthetic_world(world: World, n_users: int, seed: int = 0, config: SyntheticConfig | None = None) -> World:
+def synthetic_world(
+    world: World,
+    n_users: int,
+    seed: int = 0,
+    config: SyntheticConfig | None = None,
+    *,
+    clusters: Mapping[int, int] | None = None,
+    cluster_weights: Mapping[int, float] | None = None,
+) -> World:
     """A world of ``n_users`` synthetic users drawn from ``world``'s users (see the module docstring).
 
     Args:
@@ -192,6 +202,12 @@ def synthetic_world(world: World, n_users: int, seed: int = 0, config: Synthetic
         n_users: number of synthetic users (>= 1).
         seed: root seed (>= 0) of every draw (templates, subsamples, neighbours, trait noise).
         config: how users are derived (default :class:`SyntheticConfig`).
+        clusters: persona cluster of every template user (user id → cluster, e.g. the ``labels`` of
+            :func:`~recsim_personas.personas.clustering.load_clusters`). Given, each synthetic user first draws a
+            cluster, then a template uniformly among that cluster's users; the cluster of a synthetic user is
+            ``clusters[world.rater.template_of(id)]``. ``None``: templates uniform over all users.
+        cluster_weights: with ``clusters``, the share of synthetic users per cluster (cluster → weight >= 0,
+            normalised; clusters left out get none). Default: each cluster's share of the template users.
 
     Returns:
         a :class:`~recsim_personas.envs.world.World` over the same items, genres, split id and session config,
@@ -219,7 +235,7 @@ def synthetic_world(world: World, n_users: int, seed: int = 0, config: Synthetic
             f" ({int(world.user_ids.max())}). Fix: SyntheticConfig(id_start={int(world.user_ids.max()) + 1})."
         )
     ss_templates, ss_history, ss_traits = np.random.SeedSequence(seed).spawn(3)
-    templates = np.random.default_rng(ss_templates).integers(0, world.n_users, size=n_users)
+    templates = draw_templates(world.user_ids, n_users, np.random.default_rng(ss_templates), clusters, cluster_weights)
     nbr = item_neighbours(world, cfg.neighbours, cfg.factor_dim, seed=seed)
 
     t_len = np.fromiter((len(h) for h in world.history_items), dtype=np.int64, count=world.n_users)
@@ -300,6 +316,49 @@ def synthetic_world(world: World, n_users: int, seed: int = 0, config: Synthetic
         float(lengths.mean()),
     )
     return dataclasses.replace(synthetic, choice=choice)
+
+
+def draw_templates(
+    user_ids: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    clusters: Mapping[int, int] | None = None,
+    weights: Mapping[int, float] | None = None,
+) -> np.ndarray:
+    """Template rows (indices into ``user_ids``) of ``n`` synthetic users, int64 (n,): uniform over the users, or
+    a cluster per user drawn by ``weights`` (default: the clusters' shares) and a uniform member of it."""
+    if clusters is None:
+        if weights is not None:
+            raise ConfigError("cluster_weights needs clusters (the persona cluster of every template user).")
+        return rng.integers(0, len(user_ids), size=n)
+    labels = np.array([clusters.get(int(u), -1) for u in user_ids], dtype=np.int64)
+    if (labels < 0).any():
+        missing = user_ids[labels < 0]
+        raise ConfigError(
+            f"clusters has no (non-negative) cluster for {missing.size} template users, e.g. {missing[:5].tolist()}."
+            " Fix: pass the clustering of this world's split (recsim-personas personas cluster)."
+        )
+    ids, counts = np.unique(labels, return_counts=True)
+    if weights is None:
+        share = counts / counts.sum()
+    else:
+        unknown = sorted(set(weights) - set(ids.tolist()))
+        if unknown:
+            raise ConfigError(
+                f"cluster_weights names clusters {unknown} that no template user is in; the clusters are"
+                f" {ids.tolist()}. Fix: weight those clusters only."
+            )
+        share = np.array([float(weights.get(int(c), 0.0)) for c in ids])
+        if not np.isfinite(share).all() or (share < 0).any() or share.sum() <= 0:
+            raise ConfigError(f"cluster_weights must be finite, >= 0 and not all 0, got {dict(weights)!r}.")
+        share = share / share.sum()
+    drawn = rng.choice(ids.size, size=n, p=share)
+    templates = np.empty(n, dtype=np.int64)
+    for c in range(ids.size):
+        at = np.flatnonzero(drawn == c)
+        members = np.flatnonzero(labels == ids[c])
+        templates[at] = members[rng.integers(0, members.size, size=at.size)]
+    return templates
 
 
 def _perturb(

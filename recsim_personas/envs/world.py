@@ -364,7 +364,8 @@ def resolve_choice(
 def choice_sessions(choice: Any, split: Any) -> SessionConfig | None:
     """The session behaviour that goes with a choice model, without fitting the choice model: ``None`` for
     ``"handset"`` (the hand-set defaults) or a choice-model object, fitted on ``split``'s timestamps for
-    ``"fitted"``, read from a ``choice fit`` directory's ``sessions.json`` (``None`` when it has none).
+    ``"fitted"`` (hand-set, ``None``, on an implicit dataset: its file-order pseudo-time has no sessions), read
+    from a ``choice fit`` directory's ``sessions.json`` (``None`` when it has none).
 
     Raises:
         ArtifactError: a damaged ``sessions.json`` (:meth:`~recsim_personas.envs.calibration.SessionFit.load`).
@@ -377,6 +378,14 @@ def choice_sessions(choice: Any, split: Any) -> SessionConfig | None:
     if choice == "handset" or not isinstance(choice, str | os.PathLike):
         return None
     if choice == "fitted":
+        from recsim_personas.data.datasets import get_spec
+
+        if get_spec(split.config.dataset).implicit:
+            logger.info(
+                "%s has no timestamps (its pseudo-time is file order): the session behaviour stays hand-set",
+                split.config.dataset,
+            )
+            return None
         return fit_split_sessions(split).config
     path = Path(choice) / SESSIONS_FILE
     return SessionFit.load(path).config if path.is_file() else None

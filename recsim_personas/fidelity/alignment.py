@@ -103,7 +103,13 @@ def item_knn_scores(x: np.ndarray, users: np.ndarray, items: np.ndarray, neighbo
     if neighbours < sim.shape[0]:
         cut = np.partition(sim, -neighbours, axis=0)[-neighbours]
         sim = np.where(sim >= cut[None, :], sim, 0.0)
-    return np.einsum("pi,pi->p", x[users], sim[:, items].T)
+    return _row_scores(x, sim, users, items)
+
+
+def _row_scores(x: np.ndarray, weights: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``(x @ weights)[users, items]``, computed for the distinct users only (never a (n, n_items) gather)."""
+    rows, inverse = np.unique(users, return_inverse=True)
+    return (x[rows] @ weights)[inverse, items]
 
 
 def ease_scores(x: np.ndarray, users: np.ndarray, items: np.ndarray, l2: float) -> np.ndarray:
@@ -111,8 +117,7 @@ def ease_scores(x: np.ndarray, users: np.ndarray, items: np.ndarray, l2: float) 
     arguments as :func:`item_knn_scores`."""
     from recsim_personas.choice.ease import fit_ease
 
-    b = fit_ease(x, l2)
-    return np.einsum("pi,pi->p", x[users], b[:, items].T)
+    return _row_scores(x, fit_ease(x, l2), users, items)
 
 
 def history_matrix(world: World, history: pd.DataFrame | None = None) -> np.ndarray:

@@ -106,6 +106,8 @@ def run_fidelity(
         train=split.train,
         history=split.history(),
         seed=int(seeds[0]),
+        max_users=max_users,
+        progress=progress,
     )
     per_policy: dict[str, Any] = {}
     for name in names:

@@ -69,8 +69,15 @@ class CompletionServer:
         """The completion answer to a request ``body`` (raises ``KeyError`` for an unknown model)."""
         adapter = self.served[body["model"]]
         prompts = body["prompt"]
-        if prompts and isinstance(prompts[0], int):
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
+        # text prompts (llama-cpp-python's API takes only strings) are tokenized here, with each token's character
+        # offset in the text (what an engine's echo reports as text_offset)
+        texts = [p if isinstance(p, str) else None for p in prompts]
+        encoded = [
+            self.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) if t else None for t in texts
+        ]
+        prompts = [e.input_ids if e is not None else p for e, p in zip(encoded, prompts, strict=True)]
         as_ids = bool(body.get("return_tokens_as_token_ids", False))
         k = int(body.get("logprobs") or 0)
         choices = []
@@ -86,11 +93,14 @@ class CompletionServer:
             if drop is not None:
                 top.pop(self.key(self.rating_ids[drop], as_ids), None)
             tokens_out, lps_out, tops_out = [self.key(best, as_ids)], [float(last[best])], [top]
+            text, enc = texts[index], encoded[index]
+            offsets = [len(text)] if text is not None else [0]
             if body.get("echo"):
                 prompt_lps = [None] + [float(lp[p - 1, ids[p]]) for p in range(1, len(ids))]
                 tokens_out = [self.key(t, as_ids) for t in ids] + tokens_out
                 lps_out = prompt_lps + lps_out
                 tops_out = [None] * len(ids) + tops_out
+                offsets = ([start for start, _ in enc.offset_mapping] if enc is not None else [0] * len(ids)) + offsets
             choices.append(
                 {
                     "index": index,
@@ -100,7 +110,7 @@ class CompletionServer:
                         "tokens": tokens_out,
                         "token_logprobs": lps_out,
                         "top_logprobs": tops_out,
-                        "text_offset": [0] * len(tokens_out),
+                        "text_offset": offsets,
                     },
                 }
             )

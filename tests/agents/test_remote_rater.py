@@ -65,8 +65,10 @@ def rater(local, server, **kw) -> RemoteRater:
         # a random tiny LM does not favour the digits: ask for every token's log-probability
         {"mode": "top_logprobs", "top_logprobs": 30522, "token_ids_in_answer": True},
         {"mode": "top_logprobs", "top_logprobs": 30522},
+        {"mode": "echo", "prompt_format": "text"},
+        {"mode": "top_logprobs", "top_logprobs": 30522, "prompt_format": "text"},
     ],
-    ids=["echo", "top-ids", "top-texts"],
+    ids=["echo", "top-ids", "top-texts", "echo-text-prompt", "top-text-prompt"],
 )
 def test_remote_distributions_equal_the_local_agents(world, local, server, kw):
     u, i = requests(world, 12)
@@ -151,6 +153,8 @@ def test_config_validation_names_field_and_value():
         RemoteRaterConfig(base_url="http://x/v1", top_logprobs=3)
     with pytest.raises(ConfigError, match="mode must be one of"):
         RemoteRaterConfig(base_url="http://x/v1", mode="prompt")
+    with pytest.raises(ConfigError, match=r"prompt_format must be one of \['token_ids', 'text'\], got 'str'"):
+        RemoteRaterConfig(base_url="http://x/v1", prompt_format="str")
     cfg = RemoteRaterConfig(base_url="http://x/v1", served_names={"persona_0": "p0"})
     assert RemoteRaterConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="no entry for adapter 'persona_1'"):
@@ -223,3 +227,12 @@ def test_a_remote_spec_names_the_agents_and_the_server(world, local, server, cau
         resolve_rater(f"remote:{spec}", world.split)
     with pytest.raises(ConfigError, match="cannot read it as JSON"):
         resolve_rater(f"remote:{tmp_path / 'missing.json'}", world.split)
+
+
+def test_a_text_prompt_the_server_tokenizes_otherwise_is_a_rater_output_error(world, local, server, monkeypatch):
+    r = rater(local, server, mode="echo", prompt_format="text")
+    text_of = r.prompt_text
+    monkeypatch.setattr(r, "prompt_text", lambda ids: text_of(ids) + " and more")  # the rating token is not last
+    u, i = requests(world, 1)
+    with pytest.raises(RaterOutputError, match=r"tokenized request 0 .* text prompt differently"):
+        r.predict(u, i)

@@ -227,3 +227,16 @@ def test_a_session_follows_the_simulated_history_and_equals_the_feature_path(tin
     assert changed.size > 0 and not np.allclose(before[changed], after[changed])
     # another simulation (its own table) does not see the watch
     assert np.allclose(other.watch_probability(UserTable(world), users, unseen, e, None), before)
+
+
+def test_standardisation_treats_a_rounding_level_spread_as_constant():
+    """Every implicit rating is 4: the expected-rating column's spread is rounding error, so its scale is 1 (a
+    later deviation of 1e-6 must not become a logit of thousands)."""
+    from recsim_personas.choice.fit import standardisation
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([4.0 + rng.normal(0.0, 3e-12, 1000), rng.normal(2.0, 0.5, 1000), np.zeros(1000)])
+    mean, scale = standardisation(x)
+    assert np.allclose(mean, x.mean(axis=0)) and scale[0] == 1.0 and scale[2] == 1.0
+    assert scale[1] == pytest.approx(x[:, 1].std())
+    assert standardisation(np.array([[1e-6], [3e-6]]))[1][0] == pytest.approx(1e-6)  # small but real spread kept

@@ -117,3 +117,20 @@ def test_thirty_days_on_ml100k_with_a_random_policy(capsys, ml100k_split, choice
     assert 0.05 < totals["watch_rate"] < 0.6
     assert 1 <= totals["pages_per_session"] <= 10 and 3.0 < totals["mean_rating"] < 4.5
     assert totals["early_exits"] + totals["page_limit"] <= totals["sessions"]
+
+
+def test_simulate_a_synthetic_population_drawn_by_persona_cluster(capsys, tiny_split_dir, tmp_path):
+    from recsim_personas.data import load_split
+    from recsim_personas.personas.clustering import ClusterResult, save_clusters
+
+    users = load_split(tiny_split_dir).user_ids
+    labels = {int(u): int(k % 2) for k, u in enumerate(users)}
+    save_clusters(
+        ClusterResult(k=2, chosen_by="test", labels=labels, sizes=[10, 10]), tmp_path / "clusters", plot=False
+    )
+    argv = ("--split", str(tiny_split_dir), "--days", "2", "--synthetic-users", "57", "--json", "--no-progress")
+    assert cmd_simulate(parse(*argv, "--clusters", str(tmp_path / "clusters"))) == 0
+    payload = json.loads(capsys.readouterr()[0])
+    assert payload["users"] == 57 and payload["synthetic"] and payload["totals"]["sessions"] > 0
+    with pytest.raises(ConfigError, match="--clusters draws synthetic users' templates; it needs --synthetic-users"):
+        cmd_simulate(parse("--split", str(tiny_split_dir), "--clusters", str(tmp_path / "clusters")))

@@ -176,3 +176,48 @@ def test_the_env_refuses_unknown_ids_of_a_synthetic_world(synth):
     env.reset(seed=0, options={"user_id": int(synth.user_ids[7])})
     with pytest.raises(Exception, match="not one of the 500 simulated users"):
         env.reset(options={"user_id": 1})
+
+
+def _two_clusters(world):
+    return {int(u): int(k % 3 == 0) for k, u in enumerate(world.user_ids)}  # cluster 1: every third user
+
+
+def test_templates_drawn_per_persona_cluster(tiny_world):
+    clusters = _two_clusters(tiny_world)
+    n = 3000
+    synth = synthetic_world(tiny_world, n, seed=5, clusters=clusters)
+    of = np.array([clusters[int(t)] for t in synth.rater.template_of(synth.user_ids)])
+    real_share = np.mean(list(clusters.values()))
+    # the clusters' real shares by default: within 5 binomial standard deviations
+    assert abs(of.mean() - real_share) < 5 * np.sqrt(real_share * (1 - real_share) / n)
+    only = synthetic_world(tiny_world, 200, seed=5, clusters=clusters, cluster_weights={1: 1.0})
+    templates = only.rater.template_of(only.user_ids)
+    assert {clusters[int(t)] for t in templates} == {1}
+    members = {u for u, c in clusters.items() if c == 1}
+    assert len(set(templates.tolist())) > len(members) // 2  # spread over the cluster, not one user
+    assert np.array_equal(
+        templates,
+        synthetic_world(tiny_world, 200, seed=5, clusters=clusters, cluster_weights={1: 1.0}).rater.template_of(
+            only.user_ids
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cluster_weights": {0: 1.0}}, "cluster_weights needs clusters"),
+        ({"clusters": "missing-first"}, r"no \(non-negative\) cluster for 1 template users"),
+        ({"clusters": "two", "cluster_weights": {7: 1.0}}, r"names clusters \[7\] that no template user is in"),
+        ({"clusters": "two", "cluster_weights": {0: 0.0, 1: 0.0}}, "must be finite, >= 0 and not all 0"),
+        ({"clusters": "two", "cluster_weights": {0: -1.0, 1: 2.0}}, "must be finite, >= 0 and not all 0"),
+    ],
+)
+def test_bad_cluster_arguments_are_refused(tiny_world, kwargs, message):
+    clusters = _two_clusters(tiny_world)
+    if kwargs.get("clusters") == "missing-first":
+        kwargs["clusters"] = {u: c for u, c in clusters.items() if u != int(tiny_world.user_ids[0])}
+    elif kwargs.get("clusters") == "two":
+        kwargs["clusters"] = clusters
+    with pytest.raises(ConfigError, match=message):
+        synthetic_world(tiny_world, 10, seed=0, **kwargs)

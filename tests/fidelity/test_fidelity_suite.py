@@ -236,3 +236,33 @@ def test_alignment_on_a_sample_of_users(world, split):
 
     with pytest.raises(ConfigError, match="max_users must be a positive integer, got 0"):
         preference_alignment(world, split.test, max_users=0)
+
+
+def test_fidelity_command_scores_alignment_on_the_users_sample(tmp_path, tiny_split_dir):
+    """``fidelity --users N`` reaches the alignment test (it was once dropped on the way)."""
+    out = tmp_path / "fid"
+    args = _cli("fidelity", "--split", str(tiny_split_dir), "--choice", "handset", "--policies", "random",
+                "--days", "1", "--users", "4", "--out", str(out), "--no-progress")  # fmt: skip
+    assert args.func(args) == 0
+    report = json.loads((out / "fidelity.json").read_text())
+    split = load_split(tiny_split_dir)
+    positives = report["alignment"]["ratios"]["1"]["positives"]
+    assert 0 < positives <= split.test.groupby("user_id").size().nlargest(4).sum() < len(split.test)
+
+
+def test_knn_and_ease_baselines_on_a_known_answer():
+    """Item-kNN and EASE scores equal the per-candidate sums over the user's history, for repeated users too."""
+    from recsim_personas.choice.ease import fit_ease
+    from recsim_personas.fidelity.alignment import ease_scores, item_knn_scores
+
+    x = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [0, 0, 1, 1]], dtype=np.float64)
+    users = np.array([0, 2, 0, 3, 1, 0])
+    items = np.array([2, 1, 3, 0, 3, 2])
+    norm = np.linalg.norm(x, axis=0)
+    sim = (x.T @ x) / np.outer(norm, norm)
+    np.fill_diagonal(sim, 0.0)
+    want = np.array([sum(x[u, j] * sim[j, i] for j in range(4)) for u, i in zip(users, items, strict=True)])
+    assert np.allclose(item_knn_scores(x, users, items, neighbours=10), want)
+    b = fit_ease(x, 1.0)
+    want = np.array([sum(x[u, j] * b[j, i] for j in range(4)) for u, i in zip(users, items, strict=True)])
+    assert np.allclose(ease_scores(x, users, items, 1.0), want)
