@@ -154,7 +154,7 @@ for _ in range(args.day_repeats):
         t0 = time.perf_counter()
         summary = pop.run_days(1, RandomPolicy(world.n_items, args.slate_size, seed=args.seed), progress=False)
         rows[n]["day_s"].append(time.perf_counter() - t0)
-        rows[n]["day_sessions"] = int(summary["totals"]["sessions"]) if "totals" in summary else None
+        rows[n]["day_sessions"] = int(summary["totals"]["sessions"])
         del pop
 
 peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -217,8 +217,8 @@ lines = [
     f" round-robin rounds of {args.steps} steps, day cost the median of {args.day_repeats} fresh populations.",
     "",
     "| population | users | items | build (s) | RSS growth (MiB) | choice fixed logits | env steps/s | transitions/s |"
-    " ratio to split | 1 day (s) | µs per user-day |",
-    "|:--|---:|---:|---:|---:|:--|---:|---:|---:|---:|---:|",
+    " ratio to split | 1 day (s) | sessions that day | µs per user-day |",
+    "|:--|---:|---:|---:|---:|:--|---:|---:|---:|---:|---:|---:|",
 ]
 for r in rows.values():
     what = (
@@ -229,7 +229,7 @@ for r in rows.values():
     lines.append(
         f"| {what} | {r['n_users']:,} | {r['n_items']:,} | {r['build_s']:.1f} | {r['rss_growth_mib']:.0f} |"
         f" {'lazy' if r['choice_lazy'] else 'dense'} | {r['env_steps_per_s']:.0f} | {r['transitions_per_s']:.0f} |"
-        f" {r['ratio_to_split']:.2f} | {r['day_median_s']:.2f} | {r['day_us_per_user']:.1f} |"
+        f" {r['ratio_to_split']:.2f} | {r['day_median_s']:.2f} | {r['day_sessions']:,} | {r['day_us_per_user']:.1f} |"
     )
 lines += [
     "",
@@ -243,7 +243,7 @@ lines += [
     *(
         f"The real users of `{r['label']}` ({r['n_users']:,} users, {r['n_items']:,} items) run at"
         f" {r['ratio_to_split']:.2f}× the split's steps/s in {r['rss_growth_mib']:.0f} MiB of growth; a simulated day"
-        f" of them costs {r['day_us_per_user']:.1f} µs per user."
+        f" of them ({r['day_sessions']:,} sessions) costs {r['day_us_per_user']:.1f} µs per user."
         for r in rows.values()
         if not r["synthetic"] and r["label"] != BASE
     ),

@@ -191,6 +191,8 @@ def main() -> None:
         lead = list(local.backbone.rating_tokens.lead_ids)
         ids = [[*r, *lead] for r in rows]
         texts = [rater.prompt_text(x) for x in ids]
+        tok = local.builder.tok
+        same_local = sum(tok(t, add_special_tokens=False).input_ids == x for t, x in zip(texts, ids, strict=True))
         same = 0
         for x, text, name in zip(ids, texts, names or [], strict=False):
             got = post(f"http://127.0.0.1:{port}/extras/tokenize", {"input": text, "model": served[name]})["tokens"]
@@ -236,6 +238,7 @@ def main() -> None:
         "adapters": len(loras),
         "requests": len(u),
         "tokenized_identically": same / len(ids),
+        "local_retokenized_identically": same_local / len(ids),
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
         "max_expected_rating_diff": float(e_diff.max()),
@@ -257,7 +260,9 @@ def main() -> None:
         f" `top_logprobs` mode ({args.top_logprobs}) with text prompts; best of {args.repeats} rounds.",
         "",
         f"- The engine tokenized {same} of {len(ids)} prompts ({100 * summary['tokenized_identically']:.0f}%) to"
-        " exactly the local token ids.",
+        f" exactly the local token ids; the local tokenizer itself re-tokenizes {same_local} of the {len(ids)}"
+        " decoded prompts to the same ids (the prompt builder joins separately tokenized parts, which a"
+        " tokenizer given the whole text may merge differently).",
         f"- Remote vs local distributions: largest absolute difference {summary['max_abs_diff']:.2e}, mean"
         f" {summary['mean_abs_diff']:.2e}; expected ratings differ by {summary['mean_expected_rating_diff']:.4f} on"
         f" average (at most {summary['max_expected_rating_diff']:.4f}); the most likely rating agrees on"
