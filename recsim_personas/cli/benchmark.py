@@ -60,6 +60,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from recsim_personas.errors import ConfigError
     from recsim_personas.recommenders.gap import GapConfig, run_gap_benchmark
 
+    if args.gap_options.given(args).get("trace_users") is not None and not args.out:
+        raise ConfigError("--trace-users writes the traces into OUT/traces; it needs --out.")
     slate_size = args.gap_options.given(args).get("slate_size")
     if slate_size is not None and slate_size < GapConfig.k:
         raise ConfigError(

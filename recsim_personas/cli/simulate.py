@@ -41,6 +41,24 @@ def add_session_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(session_options=add_config_options(group, SessionConfig, prefix="session-"))
 
 
+def add_trace_options(parser: argparse.ArgumentParser, *, per_run: bool = False) -> None:
+    """``--trace`` and ``--trace-users``: record the sessions of a sample of users (envs.trace)."""
+    where = "OUT/traces/<policy>/seed-<s>" if per_run else "DIR"
+    parser.add_argument(
+        "--trace",
+        **({"action": "store_true"} if per_run else {"default": None, "metavar": "DIR"}),
+        help=f"record every page of a seeded sample of users' sessions (slates, rating distributions, watch"
+        f" chances and decisions, ratings, satisfaction, exits) into {where}; `recsim-personas view` shows them",
+    )
+    parser.add_argument(
+        "--trace-users",
+        type=positive_int,
+        default=50,
+        metavar="N",
+        help="users traced (a seeded sample; default 50); at most 20,000 pages are stored per run",
+    )
+
+
 def session_config_from(args: argparse.Namespace, base: Any = None) -> Any:
     """The :class:`~recsim_personas.envs.session.SessionConfig` of the parsed ``--session-*`` options.
 
@@ -95,6 +113,7 @@ def register_simulate(
         help="with --synthetic-users: draw each synthetic user's template by persona cluster (a clusters directory"
         " from `personas cluster`, e.g. PERSONAS/clusters), in the clusters' real shares",
     )
+    add_trace_options(p)
     add_session_options(p)
     p.set_defaults(func=cmd_simulate)
     return p
@@ -143,6 +162,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         popularity=world.item_popularity,
         seed=policy_seed,
     )
+    if args.trace is not None:
+        from recsim_personas.envs.trace import TraceConfig, Tracer
+
+        population.tracer = Tracer(world, TraceConfig(users=args.trace_users, seed=args.seed))
     t0 = time.perf_counter()
     summary = population.run_days(args.days, policy, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
@@ -164,6 +187,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "per_day": summary["days"],
         "totals": summary["totals"],
     }
+    if population.tracer is not None:
+        from recsim_personas.envs.trace import write_trace
+
+        about = {k: payload[k] for k in ("split_id", "rater", "choice", "policy", "days", "seed", "slate_size")}
+        about |= {"split": payload["split"], "synthetic": payload["synthetic"]}
+        payload["trace"] = str(write_trace(population.tracer.result(), args.trace, about))
     emit(args, payload, _render(payload))
     return 0
 
@@ -210,4 +239,6 @@ def _render(p: dict[str, Any]) -> str:
         f"watch rate {_cell(t['watch_rate'])}, pages per session {_cell(t['pages_per_session'])},"
         f" {t['churned_users']} of {p['users']} users stopped returning",
     ]
+    if p.get("trace"):
+        lines.append(f"trace: {p['trace']} (open it with `recsim-personas view {p['trace']}`)")
     return "\n".join(lines)

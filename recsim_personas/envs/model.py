@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from mesa.experimental.devs import SimulationEvent
 
+    from recsim_personas.envs.trace import Tracer
     from recsim_personas.envs.world import World
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Population(mesa.Model):
         day_start_probability: each user's session probability today, float64 (n_users,).
         day_stats: counters of the current day.
         datacollector: one row per finished day: ``day`` and :data:`~recsim_personas.envs.metrics.REPORTED`.
+        tracer: a :class:`~recsim_personas.envs.trace.Tracer` recording a sample of users' pages, or None.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class Population(mesa.Model):
         self._day_open = False
         self._views: list[UserView] | None = None
         self._ended: list[tuple[np.ndarray, int, np.ndarray, np.ndarray]] = []
+        self.tracer: Tracer | None = None
         self.datacollector = mesa.DataCollector(model_reporters=reporters(self))
 
     # -------------------------------------------------------------------------------------- days
@@ -289,6 +292,8 @@ class Population(mesa.Model):
         validate once themselves."""
         cfg = self.config
         r = react_page(self.state, self.world, self.rater, self.choice, cfg, self.rng, users, slates)
+        if self.tracer is not None:
+            self.tracer.record(self.day, self.minute, r, cfg.like_threshold)
         n, k = slates.shape
         s = self.day_stats
         s.pages += n

@@ -40,6 +40,8 @@ class Reaction:
         slates: item indices shown, int64 (N, k).
         expected: the rater's expected rating of each shown item, float64 (N, k); 0 for items already seen
             (the rater is not asked about them).
+        dist: the rater's rating distribution of each shown item, float64 (N, k, 5); 0 for items already seen.
+        p_watch: the probability that the user watches each shown item, float64 (N, k); 0 for items already seen.
         watched: bool (N, k).
         ratings: int64 (N, k): the rating of each watched item, 0 elsewhere.
         page_satisfaction: float64 (N,) in [-1, 1].
@@ -59,6 +61,8 @@ class Reaction:
     pages: np.ndarray
     exited: np.ndarray
     truncated: np.ndarray
+    dist: np.ndarray | None = None
+    p_watch: np.ndarray | None = None
 
     @property
     def ended(self) -> np.ndarray:
@@ -129,6 +133,8 @@ def react_page(
     ask = ~table.seen[rows, slates]
     ru, ri = rows[ask], slates[ask]
     expected = np.zeros((n, k), dtype=np.float64)
+    dists = np.zeros((n, k, RATINGS.size), dtype=np.float64)
+    p_watch = np.zeros((n, k), dtype=np.float64)
     watched = np.zeros((n, k), dtype=bool)
     ratings = np.zeros((n, k), dtype=np.int64)
     if ru.size:
@@ -138,6 +144,7 @@ def react_page(
         if watch.any():
             r[watch] = rate(dist[watch], cfg.rating_mode, rng)
         expected[ask], watched[ask], ratings[ask] = e, watch, r
+        dists[ask], p_watch[ask] = dist, p
 
     pages = table.pages[users] + 1
     page_sat = page_satisfaction(watched, ratings, cfg)
@@ -163,4 +170,6 @@ def react_page(
         pages=pages,
         exited=exited,
         truncated=truncated,
+        dist=dists,
+        p_watch=p_watch,
     )

@@ -378,8 +378,10 @@ def choice_sessions(choice: Any, split: Any) -> SessionConfig | None:
     if choice == "handset" or not isinstance(choice, str | os.PathLike):
         return None
     if choice == "fitted":
+        from recsim_personas.data import load_split
         from recsim_personas.data.datasets import get_spec
 
+        split = load_split(split)
         if get_spec(split.config.dataset).implicit:
             logger.info(
                 "%s has no timestamps (its pseudo-time is file order): the session behaviour stays hand-set",

@@ -86,6 +86,9 @@ class GapConfig:
             the same figures; needs pip install 'recsim-personas[ray]').
         workers: with the ray backend, at most this many simulations at once (default: all CPUs of the session).
         ray_address: with the ray backend, the Ray cluster to connect to (default: a local Ray session).
+        trace_users: record every page of this many users' sessions (a seeded sample, the same users for every
+            policy and seed) into OUT/traces/<policy>/seed-<s> (`recsim-personas view OUT` shows them); off by
+            default.
     """
 
     policies: tuple[str, ...] = DEFAULT_POLICIES
@@ -100,6 +103,7 @@ class GapConfig:
     backend: Literal["local", "ray"] = "local"
     workers: int | None = None
     ray_address: str | None = None
+    trace_users: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", parse_policies(self.policies))
@@ -113,7 +117,8 @@ class GapConfig:
         if not ok or len(set(seeds)) != len(seeds):
             raise ConfigError(f"GapConfig.seeds must be distinct non-negative integers, got {seeds!r}.")
         object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
-        for name in ("days", "k", "slate_size", *(("epochs",) if self.epochs is not None else ())):
+        optional = tuple(n for n in ("epochs", "trace_users") if getattr(self, n) is not None)
+        for name in ("days", "k", "slate_size", *optional):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"GapConfig.{name} must be a positive integer, got {value!r}.")
@@ -188,6 +193,7 @@ def run_gap_benchmark(
     results: list[PolicyResult] = []
     failures: list[PolicyFailure] = []
     all_watched: list[Mapping[str, np.ndarray]] = []
+    traces: dict[str, dict[int, Any]] = {}
     if config.backend == "ray":
         from recsim_personas.recommenders.simulated import import_ray
 
@@ -225,6 +231,8 @@ def run_gap_benchmark(
             failures.append(PolicyFailure(name, "simulate", type(sim).__name__, str(sim), settings))
             continue
         all_watched += list(sim.watched)
+        if sim.traces:
+            traces[name] = dict(zip(sim.seeds, sim.traces, strict=True))
         results.append(
             PolicyResult(
                 name=name,
@@ -262,6 +270,8 @@ def run_gap_benchmark(
         rater_artifact=rater_artifact(config.rater, world),
         wall_seconds=time.perf_counter() - t0,
         versions=_versions(config.policies, config.backend),
+        traces=traces,
+        split_path=None if split.path is None else str(split.path),
     )
 
 
@@ -284,6 +294,7 @@ def _simulate(
     policies: Sequence[Any], world: World, config: GapConfig, session: SessionConfig, test: Any, progress: bool
 ) -> list[Any]:
     """Each policy's simulated metrics, or the RecsimPersonasError its runs raised, on the config's backend."""
+    from recsim_personas.envs.trace import TraceConfig
     from recsim_personas.recommenders.simulated import evaluate_policies
 
     return evaluate_policies(
@@ -299,6 +310,7 @@ def _simulate(
         ray_address=config.ray_address,
         num_workers=config.workers,
         return_errors=True,
+        trace=None if config.trace_users is None else TraceConfig(users=config.trace_users, seed=config.seeds[0]),
     )
 
 

@@ -96,6 +96,9 @@ class GapReport:
             ``fitted_on_split``.
         wall_seconds: wall time of the whole benchmark.
         versions: library versions.
+        traces: policy → seed → :class:`~recsim_personas.envs.trace.TraceRecord` (with ``trace_users``), saved
+            by :meth:`save` into ``traces/<policy>/seed-<s>``.
+        split_path: the split's directory (recorded in the traces, so a viewer finds the real users).
     """
 
     split_id: str
@@ -108,6 +111,8 @@ class GapReport:
     rater_artifact: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
     versions: dict[str, Any] = field(default_factory=dict)
+    traces: dict[str, dict[int, Any]] = field(default_factory=dict, repr=False)
+    split_path: str | None = None
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -213,10 +218,19 @@ class GapReport:
         return plot_gap(self, path)
 
     def save(self, out: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``gap.md``, ``gap.json`` and ``gap.png`` into ``out``; returns their paths."""
+        """Write ``gap.md``, ``gap.json``, ``gap.png`` and the traces (``traces/<policy>/seed-<s>``) into ``out``;
+        returns their paths."""
+        from recsim_personas.envs.trace import trace_dir_name, write_trace
+
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"markdown": out / "gap.md", "json": out / "gap.json", "png": out / "gap.png"}
+        for policy, per_seed in self.traces.items():
+            for seed, record in per_seed.items():
+                about = {"split_id": self.split_id, "split": self.split_path, "rater": self.rater, "policy": policy,
+                         "seed": int(seed), "days": self.days, "slate_size": self.config.slate_size}  # fmt: skip
+                where = out / "traces" / trace_dir_name(policy) / f"seed-{int(seed)}"
+                paths[f"trace {policy} seed {seed}"] = write_trace(record, where, about)
         atomic_write_text(paths["markdown"], self.to_markdown() + "\n")
         write_json(paths["json"], self.to_dict())
         self.plot(paths["png"])

@@ -120,6 +120,7 @@ class SimulatedMetrics:
         shown_test: per seed, how many shown (user, movie) pairs were movies the real user rated in the test
             part (empty when ``evaluate_policy`` was not given the test ratings).
         shown_total: per seed, how many (user, movie) pairs were shown.
+        traces: per seed, the :class:`~recsim_personas.envs.trace.TraceRecord` (when run with ``trace``).
     """
 
     policy: str
@@ -134,6 +135,7 @@ class SimulatedMetrics:
     sessions: tuple[dict[str, np.ndarray], ...] = field(default=(), repr=False)
     shown_test: tuple[int, ...] = ()
     shown_total: tuple[int, ...] = ()
+    traces: tuple[Any, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,6 +270,7 @@ def evaluate_policy(
     backend: str = "local",
     ray_address: str | None = None,
     num_workers: int | None = None,
+    trace: Any = None,
 ) -> SimulatedMetrics:
     """Run the population of ``env_id``'s world for ``days`` days under ``policy``, once per seed.
 
@@ -291,6 +294,8 @@ def evaluate_policy(
         ray_address: a Ray cluster to connect to (default: an initialised session, else a local one).
         num_workers: at most this many units run at once (default: the session's CPUs); also the
             ``num_cpus`` of a local session started here.
+        trace: a :class:`~recsim_personas.envs.trace.TraceConfig`: record every seed's sessions of a sample of
+            users (:attr:`SimulatedMetrics.traces`); the same sample of users for every policy and seed.
 
     Raises:
         ConfigError: an unknown environment id (with close matches), bad seeds or days, a bad backend setting,
@@ -312,6 +317,7 @@ def evaluate_policy(
         backend=backend,
         ray_address=ray_address,
         num_workers=num_workers,
+        trace=trace,
     )[0]
 
 
@@ -343,6 +349,12 @@ def evaluate_policies(
     kwargs = {k: kwargs.get(k, params[k].default) for k in known}  # evaluate_policy's defaults, stated once
     days, confidence, progress, test = kwargs["days"], kwargs["confidence"], kwargs["progress"], kwargs["test"]
     backend, ray_address, num_workers = kwargs["backend"], kwargs["ray_address"], kwargs["num_workers"]
+    trace = kwargs["trace"]
+    if trace is not None:
+        from recsim_personas.envs.trace import TraceConfig
+
+        if not isinstance(trace, TraceConfig):
+            raise ConfigError(f"trace must be a TraceConfig or None, got {type(trace).__name__}.")
     seeds = tuple(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0 for s in seeds):
         raise ConfigError(f"seeds must be a non-empty list of non-negative integers, got {list(seeds)!r}.")
@@ -386,14 +398,14 @@ def evaluate_policies(
     if backend == "local":
         for i, unit_seeds in units:
             try:
-                runs.setdefault(i, []).extend(_run_unit(w, config, policies[i], unit_seeds, days, lens[i], mask))
+                runs.setdefault(i, []).extend(_run_unit(w, config, policies[i], unit_seeds, days, lens[i], mask, trace))
             except RecsimPersonasError as exc:
                 if not return_errors:
                     raise
                 runs[i] = [exc]
             bar.update(len(unit_seeds))
     else:
-        outcome = _ray_units(units, w, config, policies, days, lens, mask, ray_address, num_workers, bar)
+        outcome = _ray_units(units, w, config, policies, days, lens, mask, ray_address, num_workers, bar, trace)
         for key in range(len(units)):
             i = units[key][0]
             result = outcome[key]
@@ -418,15 +430,22 @@ def _slate_size(policy: Any) -> int:
 
 
 def _run_unit(
-    world: Any, config: Any, policy: Any, seeds: Sequence[int], days: int, history_len: int, mask: Any
+    world: Any,
+    config: Any,
+    policy: Any,
+    seeds: Sequence[int],
+    days: int,
+    history_len: int,
+    mask: Any,
+    trace: Any = None,
 ) -> list[dict[str, Any]]:
     """Run ``policy`` for each of ``seeds`` in order (:func:`_run_seed`); the work of a Ray task."""
     checked = CheckedPolicy(policy, world.n_items, mask)
-    return [_run_seed(world, config, checked, seed, days, history_len) for seed in seeds]
+    return [_run_seed(world, config, checked, seed, days, history_len, trace) for seed in seeds]
 
 
 def _run_seed(
-    world: Any, config: Any, checked: CheckedPolicy, seed: int, days: int, history_len: int
+    world: Any, config: Any, checked: CheckedPolicy, seed: int, days: int, history_len: int, trace: Any = None
 ) -> dict[str, Any]:
     """One seed's run: a fresh population for ``days`` days under the policy; both backends run this."""
     import time
@@ -438,6 +457,10 @@ def _run_seed(
     if callable(getattr(checked.policy, "seed", None)):
         checked.policy.seed(policy_seq)
     population = Population(world, config, rng=np.random.default_rng(pop_seq))
+    if trace is not None:
+        from recsim_personas.envs.trace import Tracer
+
+        population.tracer = Tracer(world, trace)
     checked.reset_counts()
     summary = population.run_days(days, checked, history_len=history_len, progress=False)
     t = summary["totals"]
@@ -453,6 +476,7 @@ def _run_seed(
         "shown_total": int(shown.sum()),
         "shown_test": checked.shown_test,
         "seconds": time.perf_counter() - t0,
+        "trace": None if population.tracer is None else population.tracer.result(),
     }
 
 
@@ -467,6 +491,7 @@ def _ray_units(
     ray_address: str | None,
     num_workers: int | None,
     bar: Any,
+    trace: Any = None,
 ) -> list[Any]:
     """Each unit's runs (or its RecsimPersonasError), run as Ray tasks, at most ``num_workers`` at a time."""
     with ray_session(ray_address, num_workers) as ray:
@@ -483,7 +508,7 @@ def _ray_units(
         def submit() -> None:
             for key in todo:
                 i, unit_seeds = units[key]
-                ref = task.remote(world_ref, config, policy_refs[i], unit_seeds, days, lens[i], mask_ref)
+                ref = task.remote(world_ref, config, policy_refs[i], unit_seeds, days, lens[i], mask_ref, trace)
                 pending[ref] = key
                 if len(pending) >= window:
                     return
@@ -530,6 +555,7 @@ def _metrics(
         sessions=tuple(r["sessions"] for r in runs),
         shown_test=tuple(r["shown_test"] for r in runs) if test is not None else (),
         shown_total=tuple(r["shown_total"] for r in runs),
+        traces=tuple(r["trace"] for r in runs) if runs and runs[0].get("trace") is not None else (),
     )
 
 
