@@ -80,11 +80,12 @@ def report_figures(data: dict[str, Any]) -> dict[str, Any]:
         bar.update_layout(title=f"Simulated {sim_key} per policy", yaxis_title=sim_key, height=380, margin={"t": 60})
         figs["gap_bars"] = bar.to_plotly_json()
     fid = data.get("fidelity")
-    if fid and fid.get("alignment"):
-        ratios = sorted(fid["alignment"], key=int)
-        series = {"simulated users": [fid["alignment"][m]["roc_auc"] for m in ratios]}
-        for b in fid["alignment"][ratios[0]]["baselines"]:
-            series[b] = [fid["alignment"][m]["baselines"][b] for m in ratios]
+    alignment = (fid or {}).get("alignment") or ((gap or {}).get("fidelity") or {}).get("alignment")
+    if alignment:  # the fidelity suite's, else the one the gap report carries (same test, same keys)
+        ratios = sorted(alignment, key=int)
+        series = {"simulated users": [alignment[m]["roc_auc"] for m in ratios]}
+        for b in alignment[ratios[0]]["baselines"]:
+            series[b] = [alignment[m]["baselines"][b] for m in ratios]
         fig = go.Figure([go.Bar(name=k, x=[f"{m} : 1" for m in ratios], y=v) for k, v in series.items()])
         fig.update_layout(
             barmode="group",

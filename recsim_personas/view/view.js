@@ -78,6 +78,12 @@
       box.appendChild(el("h2", {}, "Simulator fidelity"));
       const rows = Object.entries(D.fidelity.alignment).map(([m, a]) => ({ cells: [m + " : 1", fmt(a.roc_auc), fmt(a.accuracy)] }));
       box.appendChild(table(["random : real", "ROC-AUC", "accuracy"], rows, "fidelity-table"));
+      const policies = Object.keys(D.fidelity.behaviour || {});
+      if (policies.length) {
+        const measures = Object.keys(D.fidelity.behaviour[policies[0]]);
+        box.appendChild(el("h3", {}, "Behaviour, real test part against simulated (distances; lower is closer)"));
+        box.appendChild(table(["measure", ...policies], measures.map((m) => ({ cells: [m, ...policies.map((p) => fmt(D.fidelity.behaviour[p][m]))] })), "behaviour-table"));
+      }
     }
     if (!D.gap && !D.fidelity) box.appendChild(el("p", {}, "This run has no gap report or fidelity suite; see Users and Sessions."));
     return box;

@@ -126,6 +126,7 @@ def test_the_page_in_a_real_browser(run_dir, browser, tiny_split_dir):
     rows = browser.find_elements(By.CSS_SELECTOR, ".gap-table tbody tr")
     assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == ["random", "pop"]
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#fig-gap_scatter .main-svg"))
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#fig-alignment .main-svg"))
 
     # Users: click the first user; its real history and rating histogram appear
     split = load_split(tiny_split_dir)
