@@ -179,11 +179,13 @@
     if (!D.traces.length) { box.appendChild(el("p", {}, "No traces in this run.")); return box; }
     const trace = D.traces[state.trace];
     const users = trace.users;
-    if (state.user === null || !users.includes(state.user)) state.user = users[0];
+    const count = new Map(users.map((u) => [u, 0]));
+    trace.pages.user_id.forEach((u, j) => { if (trace.pages.page[j] === 1) count.set(u, (count.get(u) || 0) + 1); });
+    if (state.user === null || !users.includes(state.user)) state.user = users.find((u) => count.get(u) > 0) ?? users[0];
     const bar = el("div", { class: "controls" },
       "trace ", traceSelect(state.trace, (e) => { state.trace = Number(e.target.value); state.session = null; show("sessions"); }, "trace-select"),
       " user ", el("select", { id: "session-user", onchange: (e) => { state.user = Number(e.target.value); state.session = null; show("sessions"); } },
-        users.map((u) => { const o = el("option", { value: u }, String(u)); if (u === state.user) o.selected = true; return o; })));
+        users.map((u) => { const o = el("option", { value: u }, `${u} (${count.get(u)} sessions)`); if (u === state.user) o.selected = true; return o; })));
     box.appendChild(bar);
     const sessions = sessionsOf(trace, state.user);
     box.appendChild(table(["session", "day", "pages", "watched", "liked", "ended"], sessions.map((x) => ({
