@@ -150,7 +150,7 @@ def _users(split: Any, user_ids: list[int], personas: Any, notes: list[str]) -> 
     user_ids = [u for u in user_ids if u in known]
     if not user_ids:
         return {}
-    traits, _ = compute_traits(split.train[split.train["user_id"].isin(user_ids)], split.items)
+    traits, _ = compute_traits(split.train, split.items)  # scores and levels are relative to all the split's users
     traits = traits.set_index("user_id")
     demo = split.users.set_index("user_id")
     texts: dict[int, str] = {}

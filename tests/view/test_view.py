@@ -52,6 +52,11 @@ def test_collect_gathers_report_traces_users_and_titles(run_dir, tiny_split_dir)
     entry = data["users"][str(u)]
     train = split.train[split.train["user_id"] == u]
     assert len(entry["history"]) == len(train) and set(entry["traits"]) == {"activity", "conformity", "diversity"}
+    from recsim_personas.personas.traits import compute_traits
+
+    world_traits = compute_traits(split.train, split.items)[0].set_index("user_id").loc[u]
+    assert entry["traits"]["activity"]["score"] == pytest.approx(world_traits["activity_score"])
+    assert entry["traits"]["conformity"]["level"] == world_traits["conformity_level"]
     shown = {i for t in data["traces"] for i in t["shown"]["item_id"]}
     assert {str(i) for i in shown} <= set(data["items"]) and data["notes"] == []
     page = json.loads(json.dumps(data))  # JSON-ready
@@ -177,3 +182,21 @@ def test_the_page_in_a_real_browser(run_dir, browser, tiny_split_dir):
     )
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_trait_scores_of_a_few_traced_users_are_relative_to_all_users(tiny_split_dir, tmp_path):
+    """Scores and levels rank a user among all the split's users, not among the traced sample."""
+    from recsim_personas.cli import build_parser
+    from recsim_personas.data import load_split
+    from recsim_personas.personas.traits import compute_traits
+
+    args = build_parser().parse_args(["simulate", "--split", str(tiny_split_dir), "--days", "2", "--trace",
+                                      str(tmp_path / "t"), "--trace-users", "3", "--no-progress"])  # fmt: skip
+    assert args.func(args) == 0
+    data = collect(tmp_path / "t")
+    split = load_split(tiny_split_dir)
+    full = compute_traits(split.train, split.items)[0].set_index("user_id")
+    assert len(data["users"]) == 3
+    for u, entry in data["users"].items():
+        for t in ("activity", "conformity", "diversity"):
+            assert entry["traits"][t]["score"] == pytest.approx(full.loc[int(u), f"{t}_score"])
