@@ -79,10 +79,18 @@ def test_ray_backend_gives_exactly_the_local_figures(rec_world, rec_split_dir):
     # the runs differ between seeds (a comparison of two identical runs would prove nothing)
     assert local[0].totals[0] != local[0].totals[1] and local[3].totals[0] != local[3].totals[1]
     # a single policy, one worker: the same again
+    from recsim_personas.envs.trace import TraceConfig
+
+    trace = TraceConfig(users=4)
     one = evaluate_policy(
-        ENV_ID, RandomPolicy(rec_world.n_items, 5, seed=0), (0, 1), backend="ray", num_workers=1, **common
+        ENV_ID, RandomPolicy(rec_world.n_items, 5, seed=0), (0, 1), backend="ray", num_workers=1, trace=trace, **common
     )
     assert _figures(one) == _figures(local[0])
+    # traces come back from the workers equal to the local backend's
+    here = evaluate_policy(ENV_ID, RandomPolicy(rec_world.n_items, 5, seed=0), (0, 1), trace=trace, **common)
+    assert len(one.traces) == 2 and len(one.traces[0].pages) > 0
+    for a, b in zip(one.traces, here.traces, strict=True):
+        assert a.shown.equals(b.shown) and a.pages.equals(b.pages) and a.users == b.users
 
 
 def test_a_policy_failing_on_a_worker_raises_its_own_error(rec_world):
