@@ -11,9 +11,11 @@ backbone, with each persona's LoRA adapter converted to a GGUF LoRA:
 3. ``--server-python -m llama_cpp.server --config_file`` serves one model per persona (the GGUF + its LoRA, under
    the adapter's served name). That server keeps one model in memory at a time and reloads on a switch, so the
    requests are sorted by persona;
-4. the prompts travel as text (``prompt_format="text"``: that server's completions take strings only) and are
-   checked against the engine's own tokenizer (``/extras/tokenize``); the rating tokens' log-probabilities come
-   from ``top_logprobs`` (that server takes one prompt per request, so ``echo`` does not apply).
+   With ``--engine llama-server`` instead: llama.cpp's own server in router mode (``--models-preset``: one section
+   per persona, the GGUF + its LoRA, each a model instance of its own; ``--models-max 0`` keeps them all loaded);
+4. with llama-cpp-python the prompts travel as text (``prompt_format="text"``: that server's completions take
+   strings only) and are checked against the engine's own tokenizer (``/extras/tokenize``); llama-server takes the
+   local token ids themselves. The rating tokens' log-probabilities come from ``top_logprobs``.
 
 Reported: the share of prompts the engine tokenizes to exactly the local token ids; the largest and mean absolute
 difference of the remote distributions from the local agents' (float32, de-quantized weights) and the agreement
@@ -53,8 +55,13 @@ class Args:
     """trained causal persona agents on SmolLM2 (`agents train --backbone causal`)"""
     split: str = "runs/demo-check/split"
     """the agents' split"""
+    engine: str = "llama-cpp-python"
+    """llama-cpp-python (its OpenAI-compatible server; text prompts) or llama-server (llama.cpp's own server in
+    router mode, one model instance per persona; token-id prompts)"""
     server_python: str = "/work/lcp-venv/bin/python"
-    """a Python with llama-cpp-python[server] installed"""
+    """a Python with llama-cpp-python[server] installed (engine llama-cpp-python)"""
+    llama_server: str = "/tmp/llsrv/bin/llama-server"
+    """the llama-server binary (engine llama-server)"""
     llama_cpp_src: str = "/tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp"
     """a llama.cpp source tree (convert_lora_to_gguf.py and gguf-py/)"""
     requests: int = 40
@@ -150,26 +157,36 @@ def main() -> None:
 
     # 3. the engine: one model per persona
     port = free_port()
-    models = [
-        {"model": str(gguf), "model_alias": served[a], "lora_path": str(p), "n_ctx": args.n_ctx,
-         "n_threads": args.threads, "n_batch": args.n_ctx, "verbose": False}
-        for a, p in loras.items()
-    ]  # fmt: skip
-    config_file = work / "server.json"
-    config_file.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": models}, indent=2))
     log = work / "server.log"
     url = f"http://127.0.0.1:{port}/v1"
+    as_text = args.engine == "llama-cpp-python"
+    if as_text:
+        models = [
+            {"model": str(gguf), "model_alias": served[a], "lora_path": str(p), "n_ctx": args.n_ctx,
+             "n_threads": args.threads, "n_batch": args.n_ctx, "verbose": False}
+            for a, p in loras.items()
+        ]  # fmt: skip
+        config_file = work / "server.json"
+        config_file.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": models}, indent=2))
+        command = [args.server_python, "-m", "llama_cpp.server", "--config_file", str(config_file)]
+        version = [args.server_python, "-c", "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__)"]
+    elif args.engine == "llama-server":
+        preset = work / "models.ini"
+        sections = [f"[{served[a]}]\nmodel = {gguf}\nlora = {p}\nc = {args.n_ctx}\nthreads = {args.threads}\n"
+                    for a, p in loras.items()]  # fmt: skip
+        preset.write_text("version = 1\n\n" + "\n".join(sections))
+        command = [args.llama_server, "--models-preset", str(preset), "--models-max", "0", "--host", "127.0.0.1",
+                   "--port", str(port)]  # fmt: skip
+        version = [args.llama_server, "--version"]
+    else:
+        raise SystemExit(f"--engine must be llama-cpp-python or llama-server, got {args.engine!r}")
     with open(log, "w") as log_file:
-        proc = subprocess.Popen(
-            [args.server_python, "-m", "llama_cpp.server", "--config_file", str(config_file)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         wait_until_up(url, proc, log)
-        engine_version = subprocess.run(
-            [args.server_python, "-c", "import llama_cpp; print(llama_cpp.__version__)"], capture_output=True, text=True
-        ).stdout.strip()
+        shown = subprocess.run(version, capture_output=True, text=True)
+        engine_version = (shown.stdout + shown.stderr).strip().splitlines()
+        engine_version = next((v for v in engine_version if "version" in v or "llama-cpp-python" in v), args.engine)
 
         # requests: test pairs of the split, sorted by persona (the engine reloads on a model switch)
         test = split.test.iloc[np.random.default_rng(0).permutation(len(split.test))]
@@ -182,7 +199,7 @@ def main() -> None:
 
         cfg = RemoteRaterConfig(
             base_url=url, served_names=served, mode="top_logprobs", top_logprobs=args.top_logprobs,
-            prompt_format="text", concurrency=1, timeout=120.0,
+            prompt_format="text" if as_text else "token_ids", concurrency=1, timeout=300.0,
         )  # fmt: skip
         rater = RemoteRater.from_agents(local, cfg)
 
@@ -193,14 +210,17 @@ def main() -> None:
         texts = [rater.prompt_text(x) for x in ids]
         tok = local.builder.tok
         same_local = sum(tok(t, add_special_tokens=False).input_ids == x for t, x in zip(texts, ids, strict=True))
-        same = 0
-        for x, text, name in zip(ids, texts, names or [], strict=False):
-            got = post(f"http://127.0.0.1:{port}/extras/tokenize", {"input": text, "model": served[name]})["tokens"]
-            same += got == x
+        same = len(ids)  # token-id prompts: the engine gets the local ids themselves
+        if as_text:
+            same = 0
+            for x, text, name in zip(ids, texts, names or [], strict=False):
+                got = post(f"http://127.0.0.1:{port}/extras/tokenize", {"input": text, "model": served[name]})
+                same += got["tokens"] == x
         bodies = [
-            {"model": served[n], "prompt": t, "max_tokens": 1, "temperature": 0.0, "logprobs": args.top_logprobs}
-            for t, n in zip(texts, names or [], strict=True)
-        ]
+            {"model": served[n], "prompt": t if as_text else x, "max_tokens": 1, "temperature": 0.0,
+             "logprobs": args.top_logprobs}
+            for t, x, n in zip(texts, ids, names or [], strict=True)
+        ]  # fmt: skip
 
         def run_local() -> np.ndarray:
             return local.predict(u, i)
@@ -233,7 +253,8 @@ def main() -> None:
     rates = {k: args.requests / v for k, v in best.items()}
     summary = {
         "args": asdict(args),
-        "engine": f"llama-cpp-python {engine_version}",
+        "engine": engine_version,
+        "prompt_format": cfg.prompt_format,
         "gguf": gguf.name,
         "adapters": len(loras),
         "requests": len(u),
@@ -257,12 +278,17 @@ def main() -> None:
         "",
         f"{summary['engine']} serving `{gguf.name}` with {len(loras)} persona LoRA adapters (GGUF, f32) on"
         f" {args.threads} threads; {len(u)} test requests of `{args.split}` sorted by persona; RemoteRater in"
-        f" `top_logprobs` mode ({args.top_logprobs}) with text prompts; best of {args.repeats} rounds.",
+        f" `top_logprobs` mode ({args.top_logprobs}) with {cfg.prompt_format} prompts; best of {args.repeats} rounds.",
         "",
-        f"- The engine tokenized {same} of {len(ids)} prompts ({100 * summary['tokenized_identically']:.0f}%) to"
-        f" exactly the local token ids; the local tokenizer itself re-tokenizes {same_local} of the {len(ids)}"
-        " decoded prompts to the same ids (the prompt builder joins separately tokenized parts, which a"
-        " tokenizer given the whole text may merge differently).",
+        (
+            f"- The engine tokenized {same} of {len(ids)} prompts ({100 * summary['tokenized_identically']:.0f}%) to"
+            f" exactly the local token ids; the local tokenizer itself re-tokenizes {same_local} of the {len(ids)}"
+            " decoded prompts to the same ids (the prompt builder joins separately tokenized parts, which a"
+            " tokenizer given the whole text may merge differently)."
+            if as_text
+            else f"- The {len(ids)} prompts went to the engine as the local token ids (decoded to text, {same_local}"
+            f" of them would re-tokenize to the same ids)."
+        ),
         f"- Remote vs local distributions: largest absolute difference {summary['max_abs_diff']:.2e}, mean"
         f" {summary['mean_abs_diff']:.2e}; expected ratings differ by {summary['mean_expected_rating_diff']:.4f} on"
         f" average (at most {summary['max_expected_rating_diff']:.4f}); the most likely rating agrees on"

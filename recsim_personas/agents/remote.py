@@ -350,8 +350,8 @@ class RemoteRater:
                 extra=extra,
             )
             try:
-                top = resp.choices[0].logprobs.top_logprobs[0] or {}
-            except (AttributeError, IndexError, TypeError):
+                top = self._first_top_logprobs(resp.choices[0].logprobs)
+            except (AttributeError, IndexError, TypeError, KeyError):
                 raise RaterOutputError(
                     f"{cfg.base_url} answered {what} without top_logprobs. Fix: use a server that returns"
                     " log-probabilities for completions (vLLM, llama.cpp server), or mode='echo'."
@@ -394,6 +394,27 @@ class RemoteRater:
                     " mode='top_logprobs'."
                 )
         return np.asarray(values, dtype=np.float64)
+
+    def _first_top_logprobs(self, logprobs: Any) -> dict[str, float]:
+        """The first generated position's top log-probabilities, ``{token key: log-probability}``.
+
+        Two answer shapes: the completions API's (``top_logprobs``: a list of ``{token: logprob}`` per position;
+        vLLM, llama-cpp-python) and the chat API's that llama.cpp's ``llama-server`` also uses for completions
+        (``content``: a list of ``{id, token, logprob, top_logprobs: [{id, token, logprob}]}``), read by token id
+        when :attr:`RemoteRaterConfig.token_ids_in_answer`, else by token text.
+        """
+        extra = getattr(logprobs, "model_extra", None) or {}
+        content = getattr(logprobs, "content", None) or extra.get("content")
+        if content:
+            first = content[0]
+            entries = first["top_logprobs"] if isinstance(first, dict) else first.top_logprobs
+            out: dict[str, float] = {}
+            for e in entries:
+                e = e if isinstance(e, dict) else e.model_dump()
+                key = f"token_id:{e['id']}" if self.config.token_ids_in_answer else e["token"]
+                out.setdefault(key, float(e["logprob"]))  # texts can collide: the list is likeliest first
+            return out
+        return dict(logprobs.top_logprobs[0] or {})
 
     @staticmethod
     def _text_position(logprobs: Any, text: str, key: str) -> int | None:

@@ -43,6 +43,7 @@ class CompletionServer:
         self.faults: collections.deque[str] = collections.deque()
         self.always: str | None = None
         self.hang = 2.0
+        self.content_shape = False  # answer logprobs as llama.cpp's llama-server does ({"content": [...]})
         self.barrier: threading.Barrier | None = None
         self.barrier_broken = False
         self.inflight = 0
@@ -101,19 +102,26 @@ class CompletionServer:
                 lps_out = prompt_lps + lps_out
                 tops_out = [None] * len(ids) + tops_out
                 offsets = ([start for start, _ in enc.offset_mapping] if enc is not None else [0] * len(ids)) + offsets
-            choices.append(
-                {
-                    "index": index,
-                    "text": self.texts[best],
-                    "finish_reason": "length",
-                    "logprobs": {
-                        "tokens": tokens_out,
-                        "token_logprobs": lps_out,
-                        "top_logprobs": tops_out,
-                        "text_offset": offsets,
-                    },
+            logprobs: dict[str, Any] = {
+                "tokens": tokens_out,
+                "token_logprobs": lps_out,
+                "top_logprobs": tops_out,
+                "text_offset": offsets,
+            }
+            if self.content_shape:  # one generated position, its top entries likeliest first, with ids
+                values, tokens = torch.topk(last, min(max(k, 1), last.numel()))
+                tops = [
+                    {"id": t, "token": self.texts[t], "logprob": v}
+                    for v, t in zip(values.tolist(), tokens.tolist(), strict=True)
+                ]
+                if drop is not None:
+                    tops = [e for e in tops if e["id"] != self.rating_ids[drop]]
+                logprobs = {
+                    "content": [
+                        {"id": best, "token": self.texts[best], "logprob": float(last[best]), "top_logprobs": tops}
+                    ]
                 }
-            )
+            choices.append({"index": index, "text": self.texts[best], "finish_reason": "length", "logprobs": logprobs})
         n = sum(len(p) for p in prompts)
         return {
             "id": f"cmpl-{self.requests}",
@@ -196,6 +204,7 @@ class CompletionServer:
             self.always = None
             self.barrier = None
             self.barrier_broken = False
+            self.content_shape = False
             self.inflight = self.max_inflight = self.requests = 0
             self.generation += 1
 

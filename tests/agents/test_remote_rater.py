@@ -236,3 +236,16 @@ def test_a_text_prompt_the_server_tokenizes_otherwise_is_a_rater_output_error(wo
     u, i = requests(world, 1)
     with pytest.raises(RaterOutputError, match=r"tokenized request 0 .* text prompt differently"):
         r.predict(u, i)
+
+
+@pytest.mark.parametrize("as_ids", [True, False], ids=["ids", "texts"])
+def test_the_chat_shaped_logprobs_of_llama_server_are_read_too(world, local, server, as_ids):
+    """llama.cpp's llama-server answers completions with ``logprobs: {"content": [{id, token, logprob,
+    top_logprobs}]}``; the distributions are the same."""
+    u, i = requests(world, 6)
+    server.content_shape = True
+    got = rater(local, server, mode="top_logprobs", top_logprobs=30522, token_ids_in_answer=as_ids).predict(u, i)
+    np.testing.assert_allclose(got, local.predict(u, i), atol=1e-4, rtol=0)
+    server.faults.append("drop:3")
+    with pytest.raises(RaterOutputError, match="without rating 4's token"):
+        rater(local, server, mode="top_logprobs", top_logprobs=30522, token_ids_in_answer=as_ids).predict(u[:1], i[:1])
