@@ -186,7 +186,10 @@ def main() -> None:
         wait_until_up(url, proc, log)
         shown = subprocess.run(version, capture_output=True, text=True)
         engine_version = (shown.stdout + shown.stderr).strip().splitlines()
-        engine_version = next((v for v in engine_version if "version" in v or "llama-cpp-python" in v), args.engine)
+        line = next((v for v in engine_version if "version" in v or "llama-cpp-python" in v), "")
+        engine_version = (
+            line if line.startswith(args.engine) else f"{args.engine} ({line.strip() or 'version unknown'})"
+        )
 
         # requests: test pairs of the split, sorted by persona (the engine reloads on a model switch)
         test = split.test.iloc[np.random.default_rng(0).permutation(len(split.test))]
