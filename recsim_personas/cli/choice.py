@@ -76,15 +76,12 @@ def cmd_choice_fit(args: argparse.Namespace) -> int:
     from recsim_personas.choice.fit import fit_choice
     from recsim_personas.choice.model import CHOICE
     from recsim_personas.data import load_split
-    from recsim_personas.data.datasets import get_spec
     from recsim_personas.envs.calibration import fit_split_sessions
 
     config = args.choice_options.build(args)
     split = load_split(args.split)
     model = fit_choice(split, config)
-    # an implicit dataset's pseudo-time (file order) has no sessions: its session behaviour stays hand-set
-    implicit = get_spec(split.config.dataset).implicit
-    sessions = None if implicit else fit_split_sessions(split, gap_minutes=args.gap_minutes)
+    sessions = fit_split_sessions(split, gap_minutes=args.gap_minutes)  # None: no timestamps, hand-set sessions
     if args.overwrite and Path(args.out).exists():
         # refit first, then replace: only a directory that is a choice model is removed
         read_manifest(args.out, CHOICE)

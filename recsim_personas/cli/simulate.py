@@ -41,21 +41,25 @@ def add_session_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(session_options=add_config_options(group, SessionConfig, prefix="session-"))
 
 
-def add_trace_options(parser: argparse.ArgumentParser, *, per_run: bool = False) -> None:
-    """``--trace`` and ``--trace-users``: record the sessions of a sample of users (envs.trace)."""
-    where = "OUT/traces/<policy>/seed-<s>" if per_run else "DIR"
+def add_trace_options(parser: argparse.ArgumentParser) -> None:
+    """``--trace DIR`` and ``--trace-users N``: record the sessions of a sample of users (envs.trace)."""
+    from recsim_personas.envs.trace import TraceConfig
+
+    defaults = TraceConfig()
     parser.add_argument(
         "--trace",
-        **({"action": "store_true"} if per_run else {"default": None, "metavar": "DIR"}),
-        help=f"record every page of a seeded sample of users' sessions (slates, rating distributions, watch"
-        f" chances and decisions, ratings, satisfaction, exits) into {where}; `recsim-personas view` shows them",
+        default=None,
+        metavar="DIR",
+        help="record every page of a seeded sample of users' sessions (slates, rating distributions, watch"
+        " chances and decisions, ratings, satisfaction, exits) into DIR; `recsim-personas view DIR` shows them",
     )
     parser.add_argument(
         "--trace-users",
         type=positive_int,
-        default=50,
+        default=defaults.users,
         metavar="N",
-        help="users traced (a seeded sample; default 50); at most 20,000 pages are stored per run",
+        help=f"users traced (a seeded sample; default {defaults.users}); at most {defaults.max_pages:,} pages are"
+        " stored",
     )
 
 
@@ -190,8 +194,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if population.tracer is not None:
         from recsim_personas.envs.trace import write_trace
 
-        about = {k: payload[k] for k in ("split_id", "rater", "choice", "policy", "days", "seed", "slate_size")}
-        about |= {"split": payload["split"], "synthetic": payload["synthetic"]}
+        keys = ("split", "split_id", "rater", "choice", "policy", "days", "seed", "slate_size", "synthetic")
+        about = {k: payload[k] for k in keys}
         payload["trace"] = str(write_trace(population.tracer.result(), args.trace, about))
     emit(args, payload, _render(payload))
     return 0

@@ -82,26 +82,22 @@ def load_movielens(
 
 def _load_from(spec: DatasetSpec, root: Path, text: bool | str | os.PathLike[str]) -> MovieLens:
     files = {f: root / f for f in spec.required_files}
-    if spec.implicit:  # (user, item) pairs only: see recsim_personas.data.implicit for the stand-in values
-        source = spec.interactions_in(root) or files[spec.ratings_file]
-        files[spec.ratings_file] = source
-        if source.name == spec.ratings_fallback:
-            pairs = readers.read_ratings(source, sep="::")[["user_id", "item_id"]]
-        else:
-            pairs = readers.read_interactions(source)
-        ratings = implicit_ratings(pairs)
-        items = readers.read_items_ml1m(files[spec.items_file])
-        users = readers.read_users_ml1m(files[spec.users_file])
-    elif spec.name == "ml-100k":
+    if spec.name == "ml-100k":
         ratings = readers.read_ratings(files["u.data"], sep="\t")
         genre_file = root / "u.genre"
         genres = readers.read_genres_ml100k(genre_file) if genre_file.is_file() else ML100K_GENRES
         items = readers.read_items_ml100k(files["u.item"], genres)
         users = readers.read_users_ml100k(files["u.user"])
-    else:
-        ratings = readers.read_ratings(files["ratings.dat"], sep="::")
-        items = readers.read_items_ml1m(files["movies.dat"])
-        users = readers.read_users_ml1m(files["users.dat"])
+    else:  # ML-1M's files, rated or implicit
+        if spec.implicit:  # (user, item) pairs only: see recsim_personas.data.implicit for the stand-in values
+            source = files[spec.ratings_file] = spec.interactions_in(root) or files[spec.ratings_file]
+            fallback = source.name == spec.ratings_fallback
+            pairs = readers.read_ratings(source, sep="::") if fallback else readers.read_interactions(source)
+            ratings = implicit_ratings(pairs)
+        else:
+            ratings = readers.read_ratings(files["ratings.dat"], sep="::")
+        items = readers.read_items_ml1m(files[spec.items_file])
+        users = readers.read_users_ml1m(files[spec.users_file])
     for frame, name, what in ((ratings, spec.ratings_file, "ratings"), (items, spec.items_file, "items"),
                               (users, spec.users_file, "users")):  # fmt: skip
         _check_not_empty(frame, files[name], what, spec)

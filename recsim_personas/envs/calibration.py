@@ -924,8 +924,10 @@ def _fit_starts_and_churn(
     return starts, churn, values, handset, daily_rate
 
 
-def fit_split_sessions(split: Any, **kwargs: Any) -> SessionFit:
-    """:func:`fit_sessions` on a protocol split's history (train + background; never its test part).
+def fit_split_sessions(split: Any, **kwargs: Any) -> SessionFit | None:
+    """:func:`fit_sessions` on a protocol split's history (train + background; never its test part), or ``None``
+    for a split of an implicit dataset (``ml-1m-implicit``): its pseudo-time is file order, which holds no sessions,
+    so the session behaviour stays hand-set.
 
     The activity scale is the sampled users' train counts (:func:`activity_scale`); a sampled user's window
     ends at its last train rating (its test part starts there), a background user's at the history's last
@@ -936,8 +938,12 @@ def fit_split_sessions(split: Any, **kwargs: Any) -> SessionFit:
         **kwargs: further keyword arguments of :func:`fit_sessions` (``gap_minutes``, ``base``, grids).
     """
     from recsim_personas.data import load_split
+    from recsim_personas.data.datasets import get_spec
 
     split = load_split(split)
+    if get_spec(split.config.dataset).implicit:
+        logger.info("%s has no timestamps (its pseudo-time is file order): no sessions to fit", split.config.dataset)
+        return None
     train_counts = split.train.groupby("user_id").size()
     window_end = split.train.groupby("user_id")["timestamp"].max()
     return fit_sessions(split.history(), activity_scale(train_counts.to_numpy()), window_end=window_end, **kwargs)

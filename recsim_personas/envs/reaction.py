@@ -40,8 +40,10 @@ class Reaction:
         slates: item indices shown, int64 (N, k).
         expected: the rater's expected rating of each shown item, float64 (N, k); 0 for items already seen
             (the rater is not asked about them).
-        dist: the rater's rating distribution of each shown item, float64 (N, k, 5); 0 for items already seen.
-        p_watch: the probability that the user watches each shown item, float64 (N, k); 0 for items already seen.
+        asked: bool (N, k): the shown items the rater was asked about (those the user had not seen).
+        dist: the rater's rating distributions of the asked items, float64 (P, 5), ``P = asked.sum()``, in the
+            row-major order of ``asked`` (``dist[j]`` belongs to the j-th True of ``asked.ravel()``).
+        p_watch: the watch probabilities of the asked items, float64 (P,), in the same order.
         watched: bool (N, k).
         ratings: int64 (N, k): the rating of each watched item, 0 elsewhere.
         page_satisfaction: float64 (N,) in [-1, 1].
@@ -61,6 +63,7 @@ class Reaction:
     pages: np.ndarray
     exited: np.ndarray
     truncated: np.ndarray
+    asked: np.ndarray | None = None
     dist: np.ndarray | None = None
     p_watch: np.ndarray | None = None
 
@@ -133,8 +136,7 @@ def react_page(
     ask = ~table.seen[rows, slates]
     ru, ri = rows[ask], slates[ask]
     expected = np.zeros((n, k), dtype=np.float64)
-    dists = np.zeros((n, k, RATINGS.size), dtype=np.float64)
-    p_watch = np.zeros((n, k), dtype=np.float64)
+    dist, p = np.zeros((0, RATINGS.size)), np.zeros(0)
     watched = np.zeros((n, k), dtype=bool)
     ratings = np.zeros((n, k), dtype=np.int64)
     if ru.size:
@@ -144,7 +146,6 @@ def react_page(
         if watch.any():
             r[watch] = rate(dist[watch], cfg.rating_mode, rng)
         expected[ask], watched[ask], ratings[ask] = e, watch, r
-        dists[ask], p_watch[ask] = dist, p
 
     pages = table.pages[users] + 1
     page_sat = page_satisfaction(watched, ratings, cfg)
@@ -170,6 +171,7 @@ def react_page(
         pages=pages,
         exited=exited,
         truncated=truncated,
-        dist=dists,
-        p_watch=p_watch,
+        asked=ask,
+        dist=dist,
+        p_watch=p,
     )

@@ -43,6 +43,10 @@ TRACE = ArtifactKind(
 )
 SHOWN_FILE, PAGES_FILE = "shown.parquet", "pages.parquet"
 EXITS = ("continued", "left", "page limit")
+SHOWN_COLUMNS = ("user_id", "session", "page", "position", "item_id", "seen", "expected", "p_watch", "watched",
+                 "rating", "p1", "p2", "p3", "p4", "p5")  # fmt: skip
+PAGE_COLUMNS = ("user_id", "session", "page", "day", "minute", "watched", "likes", "page_satisfaction",
+                "satisfaction", "exit")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,16 +113,18 @@ class Tracer:
         self.pages_kept += sel.size
         k = r.slates.shape[1]
         session, page = self.sessions[users], r.pages[sel]
-        watched, ratings = r.watched[sel], r.ratings[sel]
-        dist = r.dist[sel] if r.dist is not None else np.zeros((sel.size, k, 5))
-        p_watch = r.p_watch[sel] if r.p_watch is not None else np.zeros((sel.size, k))
+        watched, ratings, asked = r.watched[sel], r.ratings[sel], r.asked[sel]
+        dist, p_watch = np.zeros((sel.size, k, 5)), np.zeros((sel.size, k))  # 0 for the seen movies
+        if asked.any():  # the reaction holds the asked pairs only, in row-major order: place the traced rows'
+            pos = (np.cumsum(r.asked.ravel()) - 1).reshape(r.asked.shape)[sel][asked]
+            dist[asked], p_watch[asked] = r.dist[pos], r.p_watch[pos]
         shown = {
             "user_id": np.repeat(self.user_ids[users], k),
             "session": np.repeat(session, k),
             "page": np.repeat(page, k),
             "position": np.tile(np.arange(k, dtype=np.int64), sel.size),
             "item_id": self.item_ids[r.slates[sel]].reshape(-1),
-            "seen": (r.expected[sel] == 0).reshape(-1),
+            "seen": ~asked.reshape(-1),
             "expected": r.expected[sel].reshape(-1),
             "p_watch": p_watch.reshape(-1),
             "watched": watched.reshape(-1),
@@ -127,7 +133,7 @@ class Tracer:
         for level in range(5):
             shown[f"p{level + 1}"] = dist[:, :, level].reshape(-1)
         self._shown.append(shown)
-        exit_code = np.where(r.exited[sel], np.where(r.truncated[sel], 2, 1), np.where(r.truncated[sel], 2, 0))
+        exit_code = np.where(r.truncated[sel], 2, r.exited[sel].astype(np.int64))  # exclusive: see Reaction
         self._pages.append(
             {
                 "user_id": self.user_ids[users],
@@ -147,16 +153,10 @@ class Tracer:
         """``(shown, pages)`` as DataFrames (columns of the module docstring), in recording order."""
         import pandas as pd
 
-        def frame(parts: list[dict[str, np.ndarray]], columns: list[str]) -> pd.DataFrame:
-            if not parts:
-                return pd.DataFrame({c: [] for c in columns})
-            return pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in parts[0]})
+        def frame(parts: list[dict[str, np.ndarray]], columns: tuple[str, ...]) -> pd.DataFrame:
+            return pd.DataFrame({c: np.concatenate([p[c] for p in parts]) if parts else [] for c in columns})
 
-        shown_cols = ["user_id", "session", "page", "position", "item_id", "seen", "expected", "p_watch", "watched",
-                      "rating", "p1", "p2", "p3", "p4", "p5"]  # fmt: skip
-        page_cols = ["user_id", "session", "page", "day", "minute", "watched", "likes", "page_satisfaction",
-                     "satisfaction", "exit"]  # fmt: skip
-        return frame(self._shown, shown_cols), frame(self._pages, page_cols)
+        return frame(self._shown, SHOWN_COLUMNS), frame(self._pages, PAGE_COLUMNS)
 
     def result(self) -> TraceRecord:
         """What was recorded, detached from the population (picklable: Ray workers send it back)."""

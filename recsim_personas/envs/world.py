@@ -378,17 +378,8 @@ def choice_sessions(choice: Any, split: Any) -> SessionConfig | None:
     if choice == "handset" or not isinstance(choice, str | os.PathLike):
         return None
     if choice == "fitted":
-        from recsim_personas.data import load_split
-        from recsim_personas.data.datasets import get_spec
-
-        split = load_split(split)
-        if get_spec(split.config.dataset).implicit:
-            logger.info(
-                "%s has no timestamps (its pseudo-time is file order): the session behaviour stays hand-set",
-                split.config.dataset,
-            )
-            return None
-        return fit_split_sessions(split).config
+        fit = fit_split_sessions(split)
+        return None if fit is None else fit.config
     path = Path(choice) / SESSIONS_FILE
     return SessionFit.load(path).config if path.is_file() else None
 

@@ -265,7 +265,6 @@ def _fidelity_summary(report: dict[str, Any]) -> dict[str, Any]:
             for m, r in ratios.items()
         },
         "behaviour": {
-            p: {k: v for k, v in (r.get("behaviour") or {}).get("distances", {}).items()}
-            for p, r in (report.get("policies") or {}).items()
+            p: dict((r.get("behaviour") or {}).get("distances", {})) for p, r in (report.get("policies") or {}).items()
         },
     }
